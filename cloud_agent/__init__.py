@@ -1,0 +1,1 @@
+"""fedrank cloud: tri-feedback energy budgets across tasks."""

@@ -1,0 +1,3 @@
+from fedrank.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""fedrank local mock fleet: all roles on one machine, simulation, experiments, reports."""

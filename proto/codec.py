@@ -1,0 +1,152 @@
+"""Encode and decode messages. Nothing on the wire is pickled.
+
+- A message without tensors is UTF-8 JSON of its model.
+- A message with tensors is ONE safetensors blob; its metadata key `fedrank` holds the JSON header,
+  whose `tensors` field declares every tensor's shape and dtype. Decoding checks the size limit,
+  the header, the declared names/shapes/dtypes and finiteness before anything reaches an agent.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import torch
+from pydantic import ValidationError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from proto.errors import PayloadRejected
+from proto.messages import BY_KIND, Message, TensorMessage, TensorSpec
+
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+META_KEY = "fedrank"
+WIRE_DTYPES: dict[str, torch.dtype] = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+_DTYPE_NAMES = {v: k for k, v in WIRE_DTYPES.items()}
+# Cap on the safetensors JSON header itself, so a hostile length prefix cannot make us parse megabytes.
+_MAX_HEADER_BYTES = 4 * 1024 * 1024
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A validated message and its tensors (empty for JSON messages)."""
+
+    msg: Message
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def encode(msg: Message, tensors: dict[str, torch.Tensor] | None = None, dtype: str = "F32") -> bytes:
+    """Serialise `msg` (and, for tensor messages, `tensors` cast to the wire `dtype`)."""
+    if not msg.HAS_TENSORS:
+        if tensors:
+            raise ValueError(f"{msg.KIND} messages carry no tensors")
+        return msg.model_dump_json().encode()
+    if dtype not in WIRE_DTYPES:
+        raise ValueError(f"wire dtype must be one of {sorted(WIRE_DTYPES)}, not {dtype!r}")
+    tensors = tensors or {}
+    wire = {k: t.detach().to("cpu", WIRE_DTYPES[dtype]).contiguous() for k, t in tensors.items()}
+    specs = {k: TensorSpec(shape=list(t.shape), dtype=dtype) for k, t in wire.items()}
+    header = msg.model_copy(update={"tensors": specs})
+    return st_save(wire, metadata={META_KEY: header.model_dump_json()})
+
+
+def decode(payload: bytes, expected: type[M] | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> Decoded:
+    """Validate and decode a payload; raise PayloadRejected with a reason for anything wrong.
+
+    Args:
+        payload: the raw MQTT payload.
+        expected: the message class the topic calls for; None accepts any JSON kind.
+        max_bytes: the size limit.
+    """
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise PayloadRejected("bad_payload", f"payload is {type(payload).__name__}, not bytes")
+    payload = bytes(payload)
+    if len(payload) > max_bytes:
+        raise PayloadRejected("too_large", f"{len(payload)} bytes > limit {max_bytes}")
+    if len(payload) == 0:
+        raise PayloadRejected("empty", "empty payload")
+    if expected is not None and expected.HAS_TENSORS:
+        return _decode_tensor_message(payload, expected)
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadRejected("bad_json", str(exc)[:200]) from exc
+    msg = _validate_header(obj, expected)
+    if msg.HAS_TENSORS:
+        raise PayloadRejected("bad_encoding", f"{msg.KIND} must travel as safetensors, not JSON")
+    return Decoded(msg)
+
+
+def _validate_header(obj: object, expected: type[Message] | None) -> Message:
+    if not isinstance(obj, dict):
+        raise PayloadRejected("bad_json", "header is not a JSON object")
+    kind = obj.get("kind")
+    cls = BY_KIND.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise PayloadRejected("unknown_kind", repr(kind)[:80])
+    if expected is not None and cls is not expected:
+        raise PayloadRejected("wrong_kind", f"got {kind!r}, topic expects {expected.KIND!r}")
+    if obj.get("v") != 1:
+        raise PayloadRejected("bad_version", f"schema version {obj.get('v')!r}, this build speaks 1")
+    try:
+        return cls.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise PayloadRejected("invalid_field", f"{where}: {first.get('msg')}") from exc
+
+
+def _decode_tensor_message(payload: bytes, expected: type[Message]) -> Decoded:
+    raw_header = _safetensors_header(payload)
+    meta = raw_header.get("__metadata__")
+    if not isinstance(meta, dict) or not isinstance(meta.get(META_KEY), str):
+        raise PayloadRejected("no_header", "safetensors metadata has no fedrank header")
+    try:
+        header_obj = json.loads(meta[META_KEY])
+    except json.JSONDecodeError as exc:
+        raise PayloadRejected("bad_json", str(exc)[:200]) from exc
+    msg = _validate_header(header_obj, expected)
+    assert isinstance(msg, TensorMessage)
+    entries = {k: v for k, v in raw_header.items() if k != "__metadata__"}
+    if set(entries) != set(msg.tensors):
+        missing = sorted(set(msg.tensors) - set(entries))[:3]
+        extra = sorted(set(entries) - set(msg.tensors))[:3]
+        raise PayloadRejected("tensor_mismatch", f"missing {missing}, undeclared {extra}")
+    for name, spec in msg.tensors.items():
+        entry = entries[name]
+        if not isinstance(entry, dict) or entry.get("dtype") != spec.dtype:
+            raise PayloadRejected("bad_dtype", f"{name}: {entry.get('dtype') if isinstance(entry, dict) else entry!r}")
+        if entry.get("shape") != spec.shape:
+            raise PayloadRejected("bad_shape", f"{name}: {entry.get('shape')} != declared {spec.shape}")
+    try:
+        tensors = st_load(payload)
+    except Exception as exc:  # safetensors raises its own error type for corrupt bodies
+        raise PayloadRejected("bad_safetensors", str(exc)[:200]) from exc
+    for name, t in tensors.items():
+        if not bool(torch.isfinite(t).all()):
+            raise PayloadRejected("not_finite", f"{name} holds NaN or Inf")
+    return Decoded(msg, tensors)
+
+
+def _safetensors_header(payload: bytes) -> dict:
+    if len(payload) < 8:
+        raise PayloadRejected("bad_safetensors", "shorter than the 8-byte header length")
+    (n,) = struct.unpack("<Q", payload[:8])
+    if n > _MAX_HEADER_BYTES or 8 + n > len(payload):
+        raise PayloadRejected("bad_safetensors", f"header length {n} does not fit a {len(payload)}-byte payload")
+    try:
+        header = json.loads(payload[8 : 8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadRejected("bad_safetensors", f"header is not JSON: {str(exc)[:120]}") from exc
+    if not isinstance(header, dict):
+        raise PayloadRejected("bad_safetensors", "header is not a JSON object")
+    return header
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The wire name of a torch dtype (F32/F16/BF16)."""
+    return _DTYPE_NAMES[dtype]

@@ -1,0 +1,1 @@
+"""fedrank roadside unit: rounds, heterogeneous-rank aggregation, dual prices, fault tolerance."""
