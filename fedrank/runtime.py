@@ -1,0 +1,151 @@
+"""The agent runtime shared by every role: clock, timers, inbox and the single-threaded driver.
+
+An agent is a state machine. Transport threads only put deliveries into its `Inbox`; one thread
+(the daemon's loop, or the fleet's scheduler under a simulated clock) takes them out and calls the
+agent. Nothing here knows whether time is real or simulated.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Protocol
+
+from proto.bus import Bus, Delivery, Unsubscribe
+
+log = logging.getLogger(__name__)
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+
+class WallClock:
+    """Seconds since the epoch (what field deployments put on the wire)."""
+
+    def now(self) -> float:
+        return time.time()
+
+
+class SimClock:
+    """A clock the fleet moves by hand."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._t = start
+
+    def now(self) -> float:
+        return self._t
+
+    def advance_to(self, t: float) -> None:
+        if t < self._t:
+            raise ValueError(f"time cannot go back ({t} < {self._t})")
+        self._t = t
+
+
+class Timers:
+    """A heap of (due time, callback); ties fire in scheduling order so runs are deterministic."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._count = itertools.count()
+
+    def schedule(self, at: float, callback: Callable[[], None]) -> None:
+        heapq.heappush(self._heap, (at, next(self._count), callback))
+
+    def next_due(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, now: float) -> list[Callable[[], None]]:
+        due = []
+        while self._heap and self._heap[0][0] <= now:
+            due.append(heapq.heappop(self._heap)[2])
+        return due
+
+    def clear(self) -> None:
+        self._heap.clear()
+
+
+class Inbox:
+    """The agent's event queue. Bus handlers registered through it only enqueue."""
+
+    def __init__(self) -> None:
+        self._q: queue.Queue[Delivery] = queue.Queue()
+
+    def subscribe(self, bus: Bus, topic_filter: str, qos: int = 1) -> Unsubscribe:
+        return bus.subscribe(topic_filter, self._q.put, qos=qos)
+
+    def get(self, timeout: float | None) -> Delivery | None:
+        try:
+            return self._q.get(timeout=timeout) if timeout is None or timeout > 0 else self._q.get_nowait()
+        except queue.Empty:
+            return None
+
+    def empty(self) -> bool:
+        return self._q.empty()
+
+
+class Agent(ABC):
+    """What a driver needs from an agent. Handlers must not raise; the driver logs if they do."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.inbox = Inbox()
+        self.timers = Timers()
+
+    @abstractmethod
+    def start(self) -> None:
+        """Subscribe and announce (the bus is connected)."""
+
+    @abstractmethod
+    def on_delivery(self, d: Delivery) -> None:
+        """Handle one message from the inbox."""
+
+    def on_tick(self) -> None:
+        """Run the timers that are due; agents may override to add periodic work."""
+        for cb in self.timers.pop_due(self.clock.now()):
+            cb()
+
+    def next_deadline(self) -> float | None:
+        return self.timers.next_due()
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Finish or abandon the current step, publish offline status."""
+
+    def pump(self, max_items: int | None = None) -> int:
+        """Handle queued deliveries without blocking (fleet scheduler); returns how many."""
+        n = 0
+        while max_items is None or n < max_items:
+            d = self.inbox.get(timeout=0)
+            if d is None:
+                break
+            self._safe(self.on_delivery, d)
+            n += 1
+        return n
+
+    def _safe(self, fn: Callable[..., None], *args: object) -> None:
+        try:
+            fn(*args)
+        except Exception:  # one bad event never takes the agent down
+            log.exception("%s: handler %s failed", type(self).__name__, getattr(fn, "__name__", fn))
+
+
+def run_forever(agent: Agent, stop: threading.Event, tick_s: float = 0.5, on_idle: Callable[[], None] | None = None):
+    """The daemon driver: one thread, inbox first, timers when due, until `stop` is set."""
+    agent.start()
+    while not stop.is_set():
+        due = agent.next_deadline()
+        wait = tick_s if due is None else max(0.0, min(tick_s, due - agent.clock.now()))
+        d = agent.inbox.get(timeout=wait)
+        if d is not None:
+            agent._safe(agent.on_delivery, d)
+        agent._safe(agent.on_tick)
+        if on_idle is not None:
+            on_idle()
+    agent._safe(agent.stop)
