@@ -1,0 +1,30 @@
+"""How a vehicle's round is costed: measured in the field, modelled in the fleet.
+
+The agent never knows which one it has. `MeasuredWork` runs training now under a real energy meter;
+the fleet hands the agent a `CostModel` instead, and the agent then defers the round's completion by
+the modelled latency on the (simulated) clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ModelledCost:
+    """Seconds and joules of one piece of work, with where the figures came from."""
+
+    seconds: float
+    joules: float
+    source: str  # e.g. "model:jetson-orin-nano"
+
+
+class CostModel(Protocol):
+    """Latency and energy of a round when they are modelled (PAPER.md section 2)."""
+
+    def download(self, vehicle: str, payload_bytes: int) -> ModelledCost: ...
+
+    def train(self, vehicle: str, task: str, rank: int, steps: int, samples: int) -> ModelledCost: ...
+
+    def upload(self, vehicle: str, payload_bytes: int) -> ModelledCost: ...
