@@ -1,0 +1,121 @@
+"""Mobility-aware fault tolerance: what to do with a vehicle about to leave coverage (PAPER.md section 6).
+
+When T_exit is shorter than the vehicle's expected remaining round time, the RSU compares three costs and
+tells the vehicle the cheapest: early upload of the partial update, migration of the adapter over V2V to the
+nearest in-coverage vehicle with spare budget, or abandonment. Costs are unit-free sums of weighted terms.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger(__name__)
+
+Action = Literal["early_upload", "migrate", "abandon"]
+ACTIONS: tuple[Action, ...] = ("early_upload", "migrate", "abandon")  # also the tie-break order
+
+
+class FtWeights(BaseModel):
+    """Weights of the fault-tolerance costs (PAPER.md section 6); configurable, these are defaults."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    gamma_q: float = Field(1.0, ge=0, description="cost per unit of accuracy (accuracy in [0, 1]) lost or short")
+    alpha_tau: float = Field(0.01, ge=0, description="cost per second of V2V migration transfer time")
+    beta_e: float = Field(0.001, ge=0, description="cost per joule (migration transmit energy, or energy wasted)")
+    v2v_rate_bps: float = Field(20e6, gt=0, description="V2V link rate in bit/s used to estimate the migration time")
+    p_tx_w: float = Field(0.2, ge=0, description="transmit power in watts of the sender during the migration")
+
+
+@dataclass
+class Candidate:
+    """An in-coverage vehicle that could take over the leaving vehicle's adapter."""
+
+    vehicle: str
+    distance_m: float  # from the leaving vehicle
+    spare_budget_j: float  # its remaining share of the task's round budget
+
+
+@dataclass
+class FtDecision:
+    """The chosen action, the target of a migration, every action's cost, and the exit time it was based on."""
+
+    action: Action
+    migrate_to: str | None
+    costs: dict[str, float] = field(default_factory=dict)  # action -> cost; migrate is inf without a candidate
+    exit_in_s: float = math.inf
+
+
+def _reject(msg: str) -> None:
+    log.warning("fault-tolerance input rejected: %s", msg)
+    raise ValueError(msg)
+
+
+def needs_decision(exit_in_s: float, remaining_s: float) -> bool:
+    """True when the vehicle leaves before its round would finish: T_exit < expected remaining round time."""
+    if math.isnan(exit_in_s) or math.isnan(remaining_s) or exit_in_s < 0 or remaining_s < 0:
+        _reject(f"exit_in_s = {exit_in_s!r} and remaining_s = {remaining_s!r} must be >= 0 (inf allowed)")
+    return exit_in_s < remaining_s
+
+
+def migration_cost(adapter_bytes: int, weights: FtWeights) -> tuple[float, float, float]:
+    """(cost, tau_mig in s, e_mig in J): tau_mig = 8 bytes / v2v_rate, e_mig = p_tx tau_mig (modelled)."""
+    tau = 8.0 * adapter_bytes / weights.v2v_rate_bps
+    energy = weights.p_tx_w * tau
+    return weights.alpha_tau * tau + weights.beta_e * energy, tau, energy
+
+
+def nearest_candidate(candidates: list[Candidate]) -> Candidate | None:
+    """The nearest candidate with spare budget > 0; equal distances go to the smaller vehicle id."""
+    usable = [c for c in candidates if c.spare_budget_j > 0 and math.isfinite(c.distance_m) and c.distance_m >= 0]
+    return min(usable, key=lambda c: (c.distance_m, c.vehicle), default=None)
+
+
+def decide(
+    *,
+    q_target: float,
+    q_partial: float,
+    e_spent_j: float,
+    adapter_bytes: int,
+    candidates: list[Candidate],
+    weights: FtWeights,
+    exit_in_s: float,
+) -> FtDecision:
+    """Choose early upload, migration or abandonment by least cost (PAPER.md section 6).
+
+    Costs: early upload gamma_q * max(0, q* - q_v); migration alpha_tau * tau_mig + beta_e * e_mig to the nearest
+    candidate with spare budget (inf when there is none); abandonment beta_e * e_spent + gamma_q * q*.
+    Ties go in the order early_upload, migrate, abandon.
+
+    Args:
+        q_target: q*, the task's target accuracy (default at the agent: best accuracy of the previous round).
+        q_partial: q_v, the accuracy the partial update is expected to have.
+        e_spent_j: joules the vehicle has spent on this round so far.
+        adapter_bytes: the adapter's size on the wire.
+        candidates: in-coverage vehicles of the same task (the leaving vehicle excluded by the caller).
+        weights: the cost weights.
+        exit_in_s: T_exit, recorded in the decision.
+    """
+    for name, value in (("q_target", q_target), ("q_partial", q_partial), ("e_spent_j", e_spent_j)):
+        if not math.isfinite(value) or value < 0:
+            _reject(f"{name} = {value!r} must be finite and >= 0")
+    if adapter_bytes < 0:
+        _reject(f"adapter_bytes = {adapter_bytes} must be >= 0")
+    target = nearest_candidate(candidates)
+    costs: dict[str, float] = {
+        "early_upload": weights.gamma_q * max(0.0, q_target - q_partial),
+        "migrate": migration_cost(adapter_bytes, weights)[0] if target is not None else math.inf,
+        "abandon": weights.beta_e * e_spent_j + weights.gamma_q * q_target,
+    }
+    best: Action = ACTIONS[0]
+    for action in ACTIONS[1:]:
+        if costs[action] < costs[best]:
+            best = action
+    migrate_to = target.vehicle if best == "migrate" and target is not None else None
+    log.debug("fault tolerance: %s (to %s), costs %s, exit in %.1f s", best, migrate_to, costs, exit_in_s)
+    return FtDecision(action=best, migrate_to=migrate_to, costs=costs, exit_in_s=exit_in_s)
