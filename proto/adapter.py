@@ -52,8 +52,8 @@ def balanced_split(f: Factored, eta: int, alpha: float) -> LoraFactors:
     B = U_eta sqrt(S_eta) / sqrt(s), A = sqrt(S_eta) Vt_eta / sqrt(s)   (PAPER.md section 1)
     Requires eta <= f.rank; the caller initialises any extra components itself.
     """
-    if eta > f.rank:
-        raise ValueError(f"rank {eta} exceeds the factored rank {f.rank}")
+    if eta < 1 or eta > f.rank:
+        raise ValueError(f"rank {eta} must be between 1 and the factored rank {f.rank}")
     root_s = f.S[:eta].clamp_min(0).sqrt()  # (eta,)
     inv = 1.0 / math.sqrt(lora_scale(alpha, eta))
     B = f.U[:, :eta] * root_s[None, :] * inv  # (d_out, eta)

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from proto import SCHEMA_VERSION
 from proto.errors import PayloadRejected
 from proto.messages import BY_KIND, Message, TensorMessage, TensorSpec
 
@@ -29,6 +30,9 @@ _DTYPE_NAMES = {v: k for k, v in WIRE_DTYPES.items()}
 _MAX_HEADER_BYTES = 4 * 1024 * 1024
 
 M = TypeVar("M", bound=Message)
+# json.loads raises ValueError (JSONDecodeError, or an integer past Python's 4300-digit limit) and
+# RecursionError (deeply nested arrays/objects); every one of them is a hostile or broken payload.
+_JSON_ERRORS = (UnicodeDecodeError, ValueError, RecursionError)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,8 @@ def encode(msg: Message, tensors: dict[str, torch.Tensor] | None = None, dtype: 
     if dtype not in WIRE_DTYPES:
         raise ValueError(f"wire dtype must be one of {sorted(WIRE_DTYPES)}, not {dtype!r}")
     tensors = tensors or {}
+    if "__metadata__" in tensors:
+        raise ValueError("'__metadata__' is reserved by safetensors and cannot name a tensor")
     wire = {k: t.detach().to("cpu", WIRE_DTYPES[dtype]).contiguous() for k, t in tensors.items()}
     specs = {k: TensorSpec(shape=list(t.shape), dtype=dtype) for k, t in wire.items()}
     header = msg.model_copy(update={"tensors": specs})
@@ -59,7 +65,8 @@ def decode(payload: bytes, expected: type[M] | None = None, max_bytes: int = DEF
 
     Args:
         payload: the raw MQTT payload.
-        expected: the message class the topic calls for; None accepts any JSON kind.
+        expected: the message class the topic calls for; None accepts any kind (JSON, or a
+            safetensors blob recognised by its 8-byte length prefix followed by `{`).
         max_bytes: the size limit.
     """
     if not isinstance(payload, (bytes, bytearray, memoryview)):
@@ -69,12 +76,12 @@ def decode(payload: bytes, expected: type[M] | None = None, max_bytes: int = DEF
         raise PayloadRejected("too_large", f"{len(payload)} bytes > limit {max_bytes}")
     if len(payload) == 0:
         raise PayloadRejected("empty", "empty payload")
-    if expected is not None and expected.HAS_TENSORS:
+    if (expected is not None and expected.HAS_TENSORS) or (expected is None and _looks_like_safetensors(payload)):
         return _decode_tensor_message(payload, expected)
     try:
         obj = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadRejected("bad_json", str(exc)[:200]) from exc
+    except _JSON_ERRORS as exc:
+        raise PayloadRejected("bad_json", f"{type(exc).__name__}: {str(exc)[:200]}") from exc
     msg = _validate_header(obj, expected)
     if msg.HAS_TENSORS:
         raise PayloadRejected("bad_encoding", f"{msg.KIND} must travel as safetensors, not JSON")
@@ -90,8 +97,10 @@ def _validate_header(obj: object, expected: type[Message] | None) -> Message:
         raise PayloadRejected("unknown_kind", repr(kind)[:80])
     if expected is not None and cls is not expected:
         raise PayloadRejected("wrong_kind", f"got {kind!r}, topic expects {expected.KIND!r}")
-    if obj.get("v") != 1:
-        raise PayloadRejected("bad_version", f"schema version {obj.get('v')!r}, this build speaks 1")
+    v = obj.get("v")
+    # `True == 1` and `1.0 == 1` in Python: only the JSON integer 1 is version 1.
+    if type(v) is not int or v != SCHEMA_VERSION:
+        raise PayloadRejected("bad_version", f"schema version {v!r}, this build speaks {SCHEMA_VERSION}")
     try:
         return cls.model_validate(obj)
     except ValidationError as exc:
@@ -100,17 +109,23 @@ def _validate_header(obj: object, expected: type[Message] | None) -> Message:
         raise PayloadRejected("invalid_field", f"{where}: {first.get('msg')}") from exc
 
 
-def _decode_tensor_message(payload: bytes, expected: type[Message]) -> Decoded:
+def _looks_like_safetensors(payload: bytes) -> bool:
+    """An 8-byte little-endian header length below 2**24 (top 5 bytes zero) then `{`: never valid JSON."""
+    return len(payload) >= 9 and payload[3:8] == b"\0" * 5 and payload[8:9] == b"{"
+
+
+def _decode_tensor_message(payload: bytes, expected: type[Message] | None) -> Decoded:
     raw_header = _safetensors_header(payload)
     meta = raw_header.get("__metadata__")
     if not isinstance(meta, dict) or not isinstance(meta.get(META_KEY), str):
         raise PayloadRejected("no_header", "safetensors metadata has no fedrank header")
     try:
         header_obj = json.loads(meta[META_KEY])
-    except json.JSONDecodeError as exc:
-        raise PayloadRejected("bad_json", str(exc)[:200]) from exc
+    except _JSON_ERRORS as exc:
+        raise PayloadRejected("bad_json", f"{type(exc).__name__}: {str(exc)[:200]}") from exc
     msg = _validate_header(header_obj, expected)
-    assert isinstance(msg, TensorMessage)
+    if not isinstance(msg, TensorMessage):
+        raise PayloadRejected("bad_encoding", f"{msg.KIND} must travel as JSON, not safetensors")
     entries = {k: v for k, v in raw_header.items() if k != "__metadata__"}
     if set(entries) != set(msg.tensors):
         missing = sorted(set(msg.tensors) - set(entries))[:3]
@@ -126,7 +141,14 @@ def _decode_tensor_message(payload: bytes, expected: type[Message]) -> Decoded:
         tensors = st_load(payload)
     except Exception as exc:  # safetensors raises its own error type for corrupt bodies
         raise PayloadRejected("bad_safetensors", str(exc)[:200]) from exc
+    if set(tensors) != set(msg.tensors):
+        raise PayloadRejected("tensor_mismatch", "safetensors loaded other names than declared")
     for name, t in tensors.items():
+        # Re-check what safetensors actually built against the declaration (a header with duplicate
+        # keys could otherwise show our JSON parser one entry and safetensors' another).
+        spec = msg.tensors.get(name)
+        if spec is None or t.dtype != WIRE_DTYPES[spec.dtype] or list(t.shape) != spec.shape:
+            raise PayloadRejected("tensor_mismatch", f"{name}: loaded {t.dtype} {list(t.shape)} != declaration")
         if not bool(torch.isfinite(t).all()):
             raise PayloadRejected("not_finite", f"{name} holds NaN or Inf")
     return Decoded(msg, tensors)
@@ -140,7 +162,7 @@ def _safetensors_header(payload: bytes) -> dict:
         raise PayloadRejected("bad_safetensors", f"header length {n} does not fit a {len(payload)}-byte payload")
     try:
         header = json.loads(payload[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except _JSON_ERRORS as exc:
         raise PayloadRejected("bad_safetensors", f"header is not JSON: {str(exc)[:120]}") from exc
     if not isinstance(header, dict):
         raise PayloadRejected("bad_safetensors", "header is not a JSON object")

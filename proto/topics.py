@@ -48,7 +48,8 @@ class TopicInfo:
 
 def check_id(value: str, what: str = "id") -> str:
     """Return `value` if it is usable as a topic level, else raise TopicRejected."""
-    if not isinstance(value, str) or not _ID_RE.match(value):
+    # fullmatch, not match: `$` would let a trailing newline through.
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise TopicRejected("bad_id", f"{what} {value!r} must match {_ID_RE.pattern}")
     return value
 
@@ -110,6 +111,8 @@ class Topics:
     # -- parser -----------------------------------------------------------------------------
     def parse(self, topic: str) -> TopicInfo:
         """Parse a concrete topic into its parts, or raise TopicRejected."""
+        if not isinstance(topic, str):
+            raise TopicRejected("bad_topic", f"topic is {type(topic).__name__}, not str")
         parts = topic.split("/")
         if parts[: self._depth] != self.root.split("/"):
             raise TopicRejected("foreign_topic", topic)
