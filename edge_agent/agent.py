@@ -330,7 +330,7 @@ class VehicleAgent(Agent):
         else:
             meas = res.energy
             up_s = self._last_upload_s  # the upload of this payload cannot be in its own report
-            joules = float(meas.joules) + self.s.energy.p_tx_w * up_s
+            joules = float(meas.joules) + self.s.p_tx_w * up_s
             source, measured = str(meas.source), bool(meas.measured)
             train_s = float(res.train_s)
             wall = train_s + up_s

@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
+from edge_agent.energy.config import EnergyConfig
 from fedrank.settings import AgentSettings
 
 
@@ -31,13 +32,6 @@ class PositionConfig(BaseModel):
     file: Path | None = Field(None, description="CSV of fixes 't,x,y' (seconds, metres); replayed from start")
 
 
-class EnergyConfig(BaseModel):
-    meter: Literal["auto", "nvml", "jetson", "rapl", "estimate"] = Field("auto", description="energy meter backend")
-    watts_per_core: float = Field(4.0, gt=0, description="estimate only: watts per fully busy core")
-    idle_w: float = Field(0.0, ge=0, description="estimate only: idle baseline added per second")
-    p_tx_w: float = Field(0.2, ge=0, description="radio transmit power used to estimate upload energy")
-
-
 class EdgeSettings(AgentSettings):
     ROLE: ClassVar[str] = "edge"
 
@@ -59,3 +53,4 @@ class EdgeSettings(AgentSettings):
     seed: int = Field(0, description="seed for data partitioning and adapter init")
     position: PositionConfig = Field(default_factory=PositionConfig, description="position source")
     energy: EnergyConfig = Field(default_factory=EnergyConfig, description="energy metering")
+    p_tx_w: float = Field(0.2, ge=0, description="radio transmit power (W); upload energy = p_tx * upload time")
