@@ -1,0 +1,74 @@
+"""The mock fleet's configuration: one resolved copy is written into every run's output directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Policy = Literal["ucb-dual", "homolora", "hetlora", "flexlora"]
+POLICIES: tuple[Policy, ...] = ("ucb-dual", "homolora", "hetlora", "flexlora")
+
+
+class FleetTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    task_type: Literal["sentence", "token", "choice"]
+    data: str = "default"
+
+
+DEFAULT_TASKS = [
+    FleetTask(name="sentiment", task_type="sentence"),
+    FleetTask(name="ner", task_type="token"),
+    FleetTask(name="copa", task_type="choice"),
+]
+
+
+class FleetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = Field(0, description="one seed for data, partitions, trajectories and adapter init")
+    model: Literal["minilm", "tiny"] = Field("minilm", description="packaged MiniLM-L6, or a tiny random BERT")
+    model_dir: Path | None = Field(None, description="a local BERT-family directory instead of the packaged model")
+    tasks: list[FleetTask] = Field(default_factory=lambda: list(DEFAULT_TASKS))
+    policy: Policy = Field("ucb-dual", description="rank choice + aggregation: ours or a baseline")
+    vehicles: int = Field(6, ge=1, description="vehicles; each takes one task, round-robin")
+    rsus: int = Field(2, ge=1, description="RSUs on the road grid; each hosts every task")
+    rounds: int = Field(8, ge=1, description="rounds per RSU and task")
+    ranks: list[int] = Field([2, 4, 8, 16, 32], description="candidate LoRA ranks")
+    homo_rank: int = Field(8, description="HomoLoRA's one rank")
+    lora_alpha: float = 16.0
+    local_steps: int = Field(10, ge=1)
+    batch_size: int = 16
+    lr: float = 1e-3
+    max_length: int = 64
+    train_per_vehicle: int = Field(320, ge=8, description="local training examples per vehicle")
+    test_size: int = Field(200, ge=10, description="examples of each task's test split used to score the global model")
+    devices: list[str] = Field(
+        ["jetson-orin-nano", "jetson-xavier-nx", "jetson-agx-orin", "x86-dgpu"],
+        description="device profiles, assigned round-robin to vehicles",
+    )
+    mobility: Literal["grid"] | Path = Field("grid", description="synthetic road grid or a T-Drive file")
+    grid_blocks: int = Field(4, ge=2, description="road grid size in blocks per side")
+    block_m: float = Field(200.0, gt=0)
+    rsu_radius_m: float = Field(350.0, gt=0)
+    energy_budget_scale: float = Field(
+        0.8, gt=0, description="global budget as a multiple of the modelled energy of every vehicle at rank 8"
+    )
+    window_rounds: int = Field(3, ge=1, description="Q: rounds per tri-feedback window")
+    tri_feedback: bool = True
+    fault_tolerance: bool = True
+    round_timeout_s: float = Field(60.0, gt=0, description="simulated seconds before an RSU closes a round")
+    round_gap_s: float = Field(2.0, ge=0)
+    status_interval_s: float = Field(2.0, gt=0, description="how often vehicles report position (simulated s)")
+    threads: int | None = Field(None, description="torch threads; unset = torch default")
+    wire_dtype: Literal["F32", "F16", "BF16"] = "F32"
+
+    @classmethod
+    def quick(cls, **overrides: object) -> FleetConfig:
+        """The smoke-test preset: tiny random model, few vehicles and rounds; under a minute."""
+        base: dict[str, object] = dict(model="tiny", vehicles=6, rounds=3, local_steps=4, train_per_vehicle=64,
+                                       test_size=60, max_length=32, window_rounds=2)
+        base.update(overrides)
+        return cls(**base)
