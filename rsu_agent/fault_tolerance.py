@@ -3,6 +3,12 @@
 When T_exit is shorter than the vehicle's expected remaining round time, the RSU compares three costs and
 tells the vehicle the cheapest: early upload of the partial update, migration of the adapter over V2V to the
 nearest in-coverage vehicle with spare budget, or abandonment. Costs are unit-free sums of weighted terms.
+
+Feasibility (our addition; the paper is silent): with q_v >= 0, abandonment (beta_e e_spent + gamma_q q*) can
+never cost less than early upload (gamma_q max(0, q* - q_v)), so as written it would never be chosen. What makes
+abandonment right in practice is a vehicle that leaves before it could send anything, so an action whose
+transfer cannot finish before T_exit is infeasible (cost inf): early upload needs 8 bytes / uplink_rate <= T_exit,
+migration needs tau_mig <= T_exit. Abandonment is always feasible.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ class FtWeights(BaseModel):
     beta_e: float = Field(0.001, ge=0, description="cost per joule (migration transmit energy, or energy wasted)")
     v2v_rate_bps: float = Field(20e6, gt=0, description="V2V link rate in bit/s used to estimate the migration time")
     p_tx_w: float = Field(0.2, ge=0, description="transmit power in watts of the sender during the migration")
+    uplink_rate_bps: float = Field(
+        10e6, gt=0, description="vehicle-to-RSU rate in bit/s used to check that an early upload finishes before exit"
+    )
 
 
 @dataclass
@@ -90,6 +99,7 @@ def decide(
 
     Costs: early upload gamma_q * max(0, q* - q_v); migration alpha_tau * tau_mig + beta_e * e_mig to the nearest
     candidate with spare budget (inf when there is none); abandonment beta_e * e_spent + gamma_q * q*.
+    An upload or migration that cannot finish before T_exit costs inf (module docstring).
     Ties go in the order early_upload, migrate, abandon.
 
     Args:
@@ -99,17 +109,21 @@ def decide(
         adapter_bytes: the adapter's size on the wire.
         candidates: in-coverage vehicles of the same task (the leaving vehicle excluded by the caller).
         weights: the cost weights.
-        exit_in_s: T_exit, recorded in the decision.
+        exit_in_s: T_exit in seconds (inf allowed), bounds the transfers and is recorded in the decision.
     """
     for name, value in (("q_target", q_target), ("q_partial", q_partial), ("e_spent_j", e_spent_j)):
         if not math.isfinite(value) or value < 0:
             _reject(f"{name} = {value!r} must be finite and >= 0")
     if adapter_bytes < 0:
         _reject(f"adapter_bytes = {adapter_bytes} must be >= 0")
+    if math.isnan(exit_in_s) or exit_in_s < 0:
+        _reject(f"exit_in_s = {exit_in_s!r} must be >= 0 (inf allowed)")
     target = nearest_candidate(candidates)
+    mig_cost, tau_mig, _ = migration_cost(adapter_bytes, weights)
+    tau_up = 8.0 * adapter_bytes / weights.uplink_rate_bps
     costs: dict[str, float] = {
-        "early_upload": weights.gamma_q * max(0.0, q_target - q_partial),
-        "migrate": migration_cost(adapter_bytes, weights)[0] if target is not None else math.inf,
+        "early_upload": weights.gamma_q * max(0.0, q_target - q_partial) if tau_up <= exit_in_s else math.inf,
+        "migrate": mig_cost if target is not None and tau_mig <= exit_in_s else math.inf,
         "abandon": weights.beta_e * e_spent_j + weights.gamma_q * q_target,
     }
     best: Action = ACTIONS[0]

@@ -1,0 +1,54 @@
+"""The dual price step (PAPER.md section 4) by hand, including both clips."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+
+from rsu_agent.dual import dual_step, violation
+
+
+def test_overspending_raises_the_price_by_mu_times_the_relative_excess():
+    # 0 + 0.5 * (150 - 100) / 100 = 0.25
+    assert dual_step(0.0, 150.0, 100.0) == pytest.approx(0.25)
+    # 0.25 + 0.2 * (300 - 200) / 200 = 0.35
+    assert dual_step(0.25, 300.0, 200.0, mu=0.2) == pytest.approx(0.35)
+
+
+def test_underspending_lowers_the_price_and_clips_at_zero():
+    # 0.4 + 0.5 * (80 - 100) / 100 = 0.3
+    assert dual_step(0.4, 80.0, 100.0) == pytest.approx(0.3)
+    # 0.1 + 0.5 * (50 - 100) / 100 = -0.15 -> 0
+    assert dual_step(0.1, 50.0, 100.0) == 0.0
+
+
+def test_the_price_is_clipped_at_lam_max():
+    # 9.9 + 0.5 * (300 - 100) / 100 = 10.9 -> 10
+    assert dual_step(9.9, 300.0, 100.0) == 10.0
+    # 1 + 0.5 * 2 = 2 -> lam_max 1.5
+    assert dual_step(1.0, 300.0, 100.0, lam_max=1.5) == 1.5
+
+
+def test_violation_is_the_positive_part_of_the_excess():
+    assert violation(150.0, 100.0) == 50.0
+    assert violation(50.0, 100.0) == 0.0
+    assert violation(100.0, 100.0) == 0.0
+
+
+@pytest.mark.parametrize("budget", [0.0, -5.0, math.inf, math.nan])
+def test_a_non_positive_or_non_finite_budget_is_rejected_with_a_log_line(budget, caplog):
+    with caplog.at_level(logging.WARNING, logger="rsu_agent.dual"), pytest.raises(ValueError, match="budget_j"):
+        dual_step(0.0, 10.0, budget)
+    assert "budget_j" in caplog.text
+    with pytest.raises(ValueError, match="budget_j"):
+        violation(10.0, budget)
+
+
+@pytest.mark.parametrize(
+    ("lam", "energy", "mu"), [(-0.1, 1.0, 0.5), (0.0, math.nan, 0.5), (0.0, -1.0, 0.5), (0, 1, -1)]
+)
+def test_bad_price_energy_or_step_is_rejected(lam, energy, mu):
+    with pytest.raises(ValueError):
+        dual_step(lam, energy, 100.0, mu=mu)
