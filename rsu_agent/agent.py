@@ -1,0 +1,356 @@
+"""The RSU agent: wires each task's rounds to the bus, the clock and fault tolerance.
+
+Who takes part in a round (decided here, kept simple): every vehicle whose latest status is online, lists the
+task, is inside the coverage (by its position; without one, by `status.rsu == this RSU`), is not still working
+on another round of this RSU, and does not report `busy` in a status newer than its last update to us. A task
+that finds fewer than `min_participants` waits and looks again every `participant_retry_s`; when another task's
+round closes, waiting tasks look at once (before the closing task's next round, `round_gap_s` later), so tasks
+sharing vehicles take turns instead of one starving the other.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+from fedrank.runtime import Agent, Clock
+from proto.bus import Bus, BusError, Delivery, Unsubscribe, Will
+from proto.codec import WIRE_DTYPES, decode, encode
+from proto.errors import WireError
+from proto.messages import AgentStatus, FaultCommand, Handoff, Message, TaskBudget, VehicleUpdate
+from proto.topics import Channel, Role, Topics
+from rsu_agent.fault_tolerance import Candidate, decide, migration_cost, needs_decision
+from rsu_agent.rounds import RoundRecord, TaskRounds
+from rsu_agent.settings import RsuSettings
+from rsu_agent.state import FtRecord, StoredUpdate
+from rsu_agent.validate import UpdateRejected, validate_update
+
+log = logging.getLogger(__name__)
+
+DEFAULT_Q_TARGET = 0.5  # q* before any round has reported an accuracy (PAPER.md section 6)
+
+
+@dataclass
+class _Vehicle:
+    status: AgentStatus
+    seen_at: float  # our clock when the status arrived
+
+
+class RsuAgent(Agent):
+    """Runs rounds for the tasks in `settings.tasks`; see the module docstring for who takes part."""
+
+    def __init__(self, settings: RsuSettings, bus: Bus, clock: Clock, topics: Topics | None = None) -> None:
+        super().__init__(clock)
+        self.s = settings
+        self.id = settings.id
+        self.bus = bus
+        self.topics = topics or Topics(settings.topic_root)
+        self.tasks: dict[str, TaskRounds] = {}
+        self.vehicles: dict[str, _Vehicle] = {}
+        self._delivered_at: dict[str, float] = {}  # vehicle -> when we accepted its last update
+        self._open_at: dict[str, float] = {}  # task -> time of the one pending "try to open" timer
+        self._unsubs: list[Unsubscribe] = []
+        self._history: list[RoundRecord] = []
+        self._counts: Counter[str] = Counter()
+        self._rejected: Counter[str] = Counter()
+
+    # -- read-only views ------------------------------------------------------------------------------
+    @property
+    def counters(self) -> dict:
+        """accepted, held (migration partials), late, duplicate, commands by action, rejected by reason."""
+        out: dict = {k: self._counts.get(k, 0) for k in ("accepted", "held", "late", "duplicate", "handoffs")}
+        out["commands"] = {k[4:]: v for k, v in self._counts.items() if k.startswith("cmd:")}
+        out["rejected"] = dict(self._rejected)
+        return out
+
+    @property
+    def history(self) -> tuple[RoundRecord, ...]:
+        return tuple(self._history)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def _status(self, state: str) -> AgentStatus:
+        return AgentStatus(sender=self.id, sent_at=self.clock.now(), role="rsu", state=state,
+                           tasks=[t.name for t in self.s.tasks])
+
+    def will(self) -> Will:
+        """The offline status the broker publishes if this RSU drops uncleanly (set before connect)."""
+        return Will(self.topics.status(Role.RSU, self.id), encode(self._status("offline")), qos=1, retain=True)
+
+    def start(self) -> None:
+        now = self.clock.now()
+        for cfg in self.s.tasks:
+            self.tasks[cfg.name] = TaskRounds.restore(cfg, self.s.state_dir, ema=self.s.round_time_ema)
+        for flt in (self.topics.all_status(Role.VEHICLE), self.topics.all_budgets(), self.topics.updates_for(self.id)):
+            self._unsubs.append(self.inbox.subscribe(self.bus, flt))
+        self._publish_status()
+        for name, tr in self.tasks.items():
+            if tr.pending is not None:  # resumed after a restart: same announcement, same deadline
+                ann, tensors = tr.announcement()
+                self._publish(self.topics.round(self.id, name), encode(ann, tensors, self.s.wire_dtype), retain=True)
+                self.timers.schedule(max(now, tr.pending.deadline), lambda n=name, r=ann.round: self._deadline(n, r))
+            else:
+                self._schedule_open(name, now + self.s.join_wait_s)
+
+    def stop(self) -> None:
+        for unsub in self._unsubs:
+            unsub()
+        self._unsubs.clear()
+        self.timers.clear()
+        self._publish(self.topics.status(Role.RSU, self.id), encode(self._status("offline")), retain=True)
+
+    def _publish_status(self) -> None:
+        self._publish(self.topics.status(Role.RSU, self.id), encode(self._status("online")), retain=True)
+        self.timers.schedule(self.clock.now() + self.s.status_interval_s, self._publish_status)
+
+    def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        try:
+            self.bus.publish(topic, payload, qos=1, retain=retain)
+        except BusError as exc:  # state is already on disk; the next round or status republishes
+            log.error("publish on %s failed: %s", topic, exc)
+
+    # -- inbox ----------------------------------------------------------------------------------------
+    def on_delivery(self, d: Delivery) -> None:
+        try:
+            info = self.topics.parse(d.topic)
+            if info.channel is Channel.STATUS:
+                self._on_status(self._decode(d, AgentStatus, info.sender))
+            elif info.channel is Channel.BUDGET:
+                self._on_budget(self._decode(d, TaskBudget, info.sender))
+            elif info.channel is Channel.UPDATE and info.target == self.id:
+                self._on_update(d, info.sender, info.task or "")
+            else:
+                raise UpdateRejected("unexpected_topic", d.topic)
+        except WireError as exc:
+            self._refuse(d.topic, exc.reason, exc.detail)
+
+    def _decode(self, d: Delivery, cls: type[Message], sender: str) -> Message:
+        msg = decode(d.payload, cls, self.s.broker.max_payload_bytes).msg
+        if msg.sender != sender:
+            raise UpdateRejected("sender_mismatch", f"payload sender {msg.sender} on {sender}'s topic")
+        return msg
+
+    def _refuse(self, topic: str, reason: str, detail: str) -> None:
+        if reason in ("late", "duplicate"):
+            self._counts[reason] += 1
+            log.info("ignored %s update on %s: %s", reason, topic, detail)
+        else:
+            self._rejected[reason] += 1
+            log.warning("rejected message on %s: %s (%s)", topic, reason, detail)
+
+    def _on_budget(self, msg: Message) -> None:
+        assert isinstance(msg, TaskBudget)
+        tr = self.tasks.get(msg.task)
+        if tr is None:
+            return  # a task hosted elsewhere
+        if msg.round_budget_j <= 0:
+            raise UpdateRejected("bad_budget", f"task {msg.task}: round budget {msg.round_budget_j} J must be > 0")
+        if tr.set_budget(msg):
+            log.info("task %s: budget %.1f J per round from window %d", msg.task, msg.round_budget_j, msg.round)
+
+    def _on_status(self, msg: Message) -> None:
+        assert isinstance(msg, AgentStatus)
+        old = self.vehicles.get(msg.sender)
+        if old is not None and msg.sent_at < old.status.sent_at:
+            return  # an older status overtaken by a newer one
+        self.vehicles[msg.sender] = _Vehicle(msg, self.clock.now())
+        if msg.state == "offline":
+            for name, tr in self.tasks.items():
+                if tr.drop(msg.sender):
+                    log.info("task %s: %s went offline; dropped from the round", name, msg.sender)
+                    self._maybe_close(name)
+        elif self.s.fault_tolerance and msg.position is not None and msg.velocity is not None:
+            for name in self.tasks:
+                self._check_leaving(name, msg)
+
+    def _on_update(self, d: Delivery, sender: str, task: str) -> None:
+        dec = decode(d.payload, VehicleUpdate, self.s.broker.max_payload_bytes)
+        msg = dec.msg
+        assert isinstance(msg, VehicleUpdate)
+        if msg.sender != sender or msg.task != task or msg.rsu != self.id:
+            raise UpdateRejected("topic_mismatch", f"{msg.sender}/{msg.task}/{msg.rsu} on {d.topic}")
+        tr = self.tasks.get(task)
+        if tr is None:
+            raise UpdateRejected("unknown_task", f"this RSU does not host {task}")
+        identity, hold = tr.admit(sender, msg)
+        update = validate_update(msg, dec.tensors, tr.cfg, tr.expected_head())
+        tr.accept(identity, StoredUpdate(sender, msg, dec.tensors), update, hold)
+        self._delivered_at[sender] = self.clock.now()
+        if hold:
+            self._counts["held"] += 1
+            self._forward(tr, identity, msg, dec.tensors)
+            return
+        self._counts["accepted"] += 1
+        log.info("task %s round %d: accepted %s (rank %d, %.1f J %s)", task, msg.round, identity, msg.report.rank,
+                 msg.report.joules, msg.report.energy_source)
+        self._maybe_close(task)
+
+    # -- rounds ---------------------------------------------------------------------------------------
+    def _schedule_open(self, task: str, at: float) -> None:
+        """Keep one 'try to open' timer per task, the earliest asked for."""
+        if task in self._open_at and self._open_at[task] <= at:
+            return
+        self._open_at[task] = at
+        self.timers.schedule(at, lambda: self._open_due(task, at))
+
+    def _open_due(self, task: str, at: float) -> None:
+        if self._open_at.get(task) != at:
+            return  # superseded by an earlier one
+        del self._open_at[task]
+        self._try_open(task)
+
+    def _working_here(self, except_task: str | None = None) -> set[str]:
+        """Vehicles some open round of this RSU still waits for (they are training for us)."""
+        return {v for name, tr in self.tasks.items() if name != except_task for v in tr.waiting()}
+
+    def _free(self, vid: str, v: _Vehicle) -> bool:
+        """Online and not reporting busy since its last update to us."""
+        st = v.status
+        return st.state == "online" and not (st.busy and v.seen_at > self._delivered_at.get(vid, -math.inf))
+
+    def _inside(self, st: AgentStatus) -> bool:
+        if st.position is None:
+            return st.rsu == self.id
+        return self.s.coverage.contains(st.position.x, st.position.y)
+
+    def eligible(self, task: str) -> list[str]:
+        """Vehicles that would take part if `task`'s round opened now."""
+        busy = self._working_here(except_task=task)
+        return sorted(vid for vid, v in self.vehicles.items()
+                      if task in v.status.tasks and self._free(vid, v) and vid not in busy and self._inside(v.status))
+
+    def _try_open(self, task: str) -> None:
+        tr = self.tasks[task]
+        if tr.pending is not None or tr.finished():
+            return
+        now = self.clock.now()
+        parts = self.eligible(task)
+        if len(parts) < tr.cfg.min_participants:
+            log.info("task %s: %d eligible vehicles < min_participants %d; retrying in %.1f s", task, len(parts),
+                     tr.cfg.min_participants, tr.cfg.participant_retry_s)
+            self._schedule_open(task, now + tr.cfg.participant_retry_s)
+            return
+        ann, tensors = tr.open(parts, now, self.id)
+        self._publish(self.topics.round(self.id, task), encode(ann, tensors, self.s.wire_dtype), retain=True)
+        log.info("task %s: round %d open to %s until %.1f (lam %.3f, budget %.1f J)", task, ann.round, parts,
+                 ann.deadline, ann.lam, ann.round_budget_j)
+        self.timers.schedule(ann.deadline, lambda: self._deadline(task, ann.round))
+
+    def _deadline(self, task: str, round_: int) -> None:
+        tr = self.tasks[task]
+        if tr.pending is None or tr.pending.round != round_:
+            return  # closed early
+        missing = sorted(tr.waiting())
+        if missing:
+            log.info("task %s round %d: deadline passed; dropping %s", task, round_, missing)
+        self._close(task, "deadline")
+
+    def _maybe_close(self, task: str) -> None:
+        tr = self.tasks[task]
+        if tr.pending is not None and not tr.waiting():
+            self._close(task, "all_arrived")
+
+    def _close(self, task: str, closed_by: str) -> None:
+        tr = self.tasks[task]
+        stats, record = tr.close(self.clock.now(), self.id, closed_by)
+        self._history.append(record)
+        self._publish(self.topics.stats(self.id, task), encode(stats))
+        log.info("task %s round %d closed (%s): %d updates, E %.1f J / B %.1f J, lam %.3f -> %.3f", task,
+                 record.round, closed_by, record.updates, record.energy_j, record.budget_j, record.lam_announced,
+                 record.lam)
+        now = self.clock.now()
+        for other in self.tasks:  # freed vehicles go first to tasks that were waiting for some
+            if other != task and other in self._open_at:
+                self._schedule_open(other, now)
+        if not tr.finished():
+            self._schedule_open(task, now + tr.cfg.round_gap_s)
+
+    # -- fault tolerance (PAPER.md section 6) ---------------------------------------------------------
+    def _adapter_bytes(self, tr: TaskRounds) -> int:
+        """Upper bound of the adapter on the wire: the vehicle's rank is unknown until it uploads, so r_max."""
+        per = WIRE_DTYPES[self.s.wire_dtype].itemsize
+        head = sum(t.numel() for t in tr.head.values())
+        return per * (tr.cfg.r_max * sum(d_out + d_in for d_out, d_in in tr.cfg.layers.values()) + head)
+
+    def _candidates(self, tr: TaskRounds, leaving: AgentStatus, share_j: float) -> list[Candidate]:
+        """In-coverage vehicles of the task, free now, with their spare share of the round budget."""
+        p = tr.pending
+        assert p is not None and leaving.position is not None
+        busy = self._working_here()
+        targets = {rec.migrate_to for rec in p.ft.values() if rec.action == "migrate" and not rec.failed}
+        out = []
+        for vid, v in self.vehicles.items():
+            st = v.status
+            if vid == leaving.sender or vid in busy or vid in targets or tr.cfg.name not in st.tasks:
+                continue
+            if st.position is None or not self._free(vid, v) or not self._inside(st):
+                continue
+            done = tr.accepted.get(vid)
+            spare = share_j - (done.stored.msg.report.joules if done else 0.0)
+            dist = math.hypot(st.position.x - leaving.position.x, st.position.y - leaving.position.y)
+            out.append(Candidate(vehicle=vid, distance_m=dist, spare_budget_j=max(0.0, spare)))
+        return out
+
+    def _check_leaving(self, task: str, st: AgentStatus) -> None:
+        tr = self.tasks[task]
+        p = tr.pending
+        vid = st.sender
+        if p is None or vid in p.ft or vid not in tr.waiting():
+            return
+        assert st.position is not None and st.velocity is not None
+        exit_in = self.s.coverage.time_to_exit(st.position.x, st.position.y, st.velocity.vx, st.velocity.vy)
+        elapsed = max(0.0, self.clock.now() - p.announced_at)
+        expected = tr.meta.expected_round_s
+        if not needs_decision(exit_in, max(0.0, expected - elapsed)):
+            return
+        frac = min(1.0, elapsed / expected)
+        q_target = tr.meta.last_accuracy if tr.meta.last_accuracy is not None else DEFAULT_Q_TARGET
+        share = p.budget_j / max(1, len(p.participants))
+        nbytes = self._adapter_bytes(tr)
+        dec = decide(q_target=q_target, q_partial=q_target * frac, e_spent_j=share * frac, adapter_bytes=nbytes,
+                     candidates=self._candidates(tr, st, share), weights=self.s.ft, exit_in_s=exit_in)
+        action = self._feasible(dec.action, dec.costs, exit_in, nbytes)
+        costs = {k: v for k, v in dec.costs.items() if math.isfinite(v)}
+        rec = FtRecord(action=action, migrate_to=dec.migrate_to if action == "migrate" else None, costs=costs,
+                       exit_in_s=exit_in if math.isfinite(exit_in) else 0.0, decided_at=self.clock.now())
+        tr.record_ft(vid, rec)
+        cmd = FaultCommand(sender=self.id, sent_at=self.clock.now(), seq=tr.next_seq(), task=task, round=p.round,
+                           vehicle=vid, action=action, migrate_to=rec.migrate_to, costs=costs, exit_in_s=rec.exit_in_s)
+        self._publish(self.topics.command(self.id, vid), encode(cmd))
+        self._counts[f"cmd:{action}"] += 1
+        log.info("task %s round %d: %s leaves in %.1f s -> %s%s (costs %s)", task, p.round, vid, exit_in, action,
+                 f" to {rec.migrate_to}" if rec.migrate_to else "", costs)
+        if action == "abandon":
+            self._maybe_close(task)
+
+    def _feasible(self, chosen: str, costs: dict[str, float], exit_in: float, nbytes: int) -> str:
+        """The cheapest action whose transfer finishes before the vehicle leaves (modelled link times).
+
+        decide() ranks by cost only; an early upload that cannot reach the RSU before the exit, or a migration
+        that cannot finish over V2V, is no option, and abandonment always is.
+        """
+        up_s = 8.0 * nbytes / self.s.uplink_rate_bps
+        mig_s = migration_cost(nbytes, self.s.ft)[1]
+        ok = {"early_upload": up_s <= exit_in, "migrate": mig_s <= exit_in and math.isfinite(costs["migrate"]),
+              "abandon": True}
+        if ok[chosen]:
+            return chosen
+        return min((a for a in ("early_upload", "migrate", "abandon") if ok[a]), key=lambda a: costs[a])
+
+    def _forward(self, tr: TaskRounds, source: str, msg: VehicleUpdate, tensors: dict) -> None:
+        """Send a migrating vehicle's partial adapter to the vehicle chosen to continue it."""
+        p = tr.pending
+        assert p is not None
+        rec = p.ft[source]
+        if rec.failed or rec.migrate_to is None:
+            log.info("task %s round %d: target of %s is gone; its partial stays as the fallback", tr.cfg.name,
+                     p.round, source)
+            return
+        h = Handoff(sender=self.id, sent_at=self.clock.now(), seq=tr.next_seq(), task=tr.cfg.name, round=p.round,
+                    rsu=self.id, vehicle=rec.migrate_to, migrated_from=source, lora_alpha=msg.lora_alpha,
+                    rank=msg.report.rank, joules_spent=msg.report.joules)
+        self._publish(self.topics.handoff(self.id, rec.migrate_to), encode(h, tensors, self.s.wire_dtype))
+        self._counts["handoffs"] += 1
+        log.info("task %s round %d: forwarded %s's partial (rank %d) to %s", tr.cfg.name, p.round, source,
+                 msg.report.rank, rec.migrate_to)
