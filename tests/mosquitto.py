@@ -1,0 +1,116 @@
+"""A private Mosquitto for tests and benchmarks: own port, own config, persistence in a temp dir.
+
+No pytest here so that `bench/` can use it too; `conftest.py` turns `MosquittoUnavailable` into a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+class MosquittoUnavailable(RuntimeError):
+    """No mosquitto binary on this machine (`make mosquitto` installs it)."""
+
+
+def find_binary() -> str:
+    """Path of the mosquitto binary, or raise MosquittoUnavailable."""
+    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None)
+    if found is None:
+        raise MosquittoUnavailable("mosquitto not found on PATH or at /usr/sbin/mosquitto (run `make mosquitto`)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Mosquitto:
+    """One broker process; `restart()` keeps the port and the persistence directory.
+
+    Args:
+        extra_conf: lines appended to the config (e.g. `allow_anonymous false`).
+        workdir: where config, persistence and log go (a new temp dir by default, removed by `stop`).
+    """
+
+    def __init__(self, extra_conf: str = "", workdir: Path | None = None, anonymous: bool = True) -> None:
+        self.binary = find_binary()
+        self._own_dir = workdir is None
+        self.dir = Path(tempfile.mkdtemp(prefix="fedrank-mosq-")) if workdir is None else workdir
+        self.port = free_port()
+        self.conf = self.dir / "mosquitto.conf"
+        self.log = self.dir / "mosquitto.log"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            f"allow_anonymous {'true' if anonymous else 'false'}\n"
+            "persistence true\n"
+            f"persistence_location {self.dir}/\n"
+            "autosave_interval 1\n"  # with `persistence`, also saved on SIGTERM
+            "max_queued_messages 10000\n"
+            f"log_dest file {self.log}\n"
+            "log_type error\nlog_type warning\nlog_type notice\n" + extra_conf + "\n"
+        )
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> Mosquitto:
+        """Start the broker and wait until its port accepts connections."""
+        if self.running:
+            return self
+        self._proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                raise RuntimeError(f"mosquitto exited with {self._proc.returncode}: {err.strip()} ({self.log})")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        self.kill()
+        raise RuntimeError(f"mosquitto did not open port {self.port} within {timeout}s")
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (Mosquitto saves its persistence file) and wait for exit."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._close_pipes()
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no final save (only what autosave wrote survives)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._close_pipes()
+
+    def restart(self) -> Mosquitto:
+        self.stop()
+        return self.start()
+
+    def cleanup(self) -> None:
+        """Stop and remove the temp directory (if we made it)."""
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _close_pipes(self) -> None:
+        if self._proc is not None and self._proc.stderr is not None:
+            self._proc.stderr.close()

@@ -1,0 +1,268 @@
+"""One contract, two buses: every test here runs over MemoryBus and over MqttBus against a private
+Mosquitto (`bus_factory`). "Not delivered" is proved without sleeping: a sentinel published after the
+message by the same publisher arrives after it (per-client ordering), so once the sentinel is in,
+anything that was going to arrive has arrived."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from proto.bus import Bus, BusError, Delivery, Will
+from tests.test_topic_matching import MATCH_CASES
+
+TIMEOUT = 5.0
+
+
+class Recorder:
+    """A handler that records deliveries (thread-safe: MqttBus calls it from paho's thread)."""
+
+    def __init__(self) -> None:
+        self.got: list[Delivery] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, d: Delivery) -> None:
+        with self._lock:
+            self.got.append(d)
+
+    def topics(self) -> list[str]:
+        with self._lock:
+            return [d.topic for d in self.got]
+
+    def payloads(self, topic: str | None = None) -> list[bytes]:
+        with self._lock:
+            return [d.payload for d in self.got if topic is None or d.topic == topic]
+
+    def wait_for(self, topic: str, count: int = 1) -> bool:
+        return wait_until(lambda: self.topics().count(topic) >= count)
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def settle(pub: Bus, sub: Bus, tag: str) -> None:
+    """Publish a sentinel through `pub` and wait until `sub` has it (see the module docstring)."""
+    seen = Recorder()
+    unsubscribe = sub.subscribe(f"sentinel/{tag}", seen)
+    pub.publish(f"sentinel/{tag}", b"s", qos=1)
+    assert seen.wait_for(f"sentinel/{tag}"), "sentinel never arrived"
+    unsubscribe()
+
+
+def drop(bus: Bus) -> None:
+    """Unclean disconnect: MemoryBus.drop() / MqttBus.drop() (socket shut, no DISCONNECT)."""
+    bus.drop()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def pair(bus_factory: Callable[..., Bus]) -> tuple[Bus, Bus]:
+    pub, sub = bus_factory("pub"), bus_factory("sub")
+    pub.connect()
+    sub.connect()
+    return pub, sub
+
+
+def test_subscriber_receives_topic_payload_and_qos(pair: tuple[Bus, Bus]) -> None:
+    pub, sub = pair
+    rec = Recorder()
+    sub.subscribe(f"t/{sub.client_id}/x", rec)
+    pub.publish(f"t/{sub.client_id}/x", b"\x00hello\xff", qos=1)
+    assert rec.wait_for(f"t/{sub.client_id}/x")
+    assert rec.got == [Delivery(f"t/{sub.client_id}/x", b"\x00hello\xff", qos=1, retained=False)]
+
+
+def test_qos_is_the_lower_of_publish_and_subscription(pair: tuple[Bus, Bus]) -> None:
+    pub, sub = pair
+    rec = Recorder()
+    sub.subscribe(f"q/{sub.client_id}", rec, qos=0)
+    pub.publish(f"q/{sub.client_id}", b"1", qos=1)
+    assert rec.wait_for(f"q/{sub.client_id}")
+    assert rec.got[0].qos == 0
+
+
+@pytest.mark.parametrize(("topic_filter", "topic", "expected"), [c for c in MATCH_CASES if not c[1].startswith("$SYS")])
+def test_wildcard_table_over_the_bus(pair: tuple[Bus, Bus], topic_filter: str, topic: str, expected: bool) -> None:
+    # $SYS rows are left to test_topic_matching: Mosquitto drops client publishes to $SYS.
+    pub, sub = pair
+    rec = Recorder()
+    sub.subscribe(topic_filter, rec)
+    pub.publish(topic, b"case", qos=1)
+    settle(pub, sub, sub.client_id)
+    assert (topic in rec.topics()) is expected
+
+
+def test_retained_message_reaches_late_subscribers_and_empty_payload_clears_it(
+    bus_factory: Callable[..., Bus],
+) -> None:
+    pub, live = bus_factory("pub"), bus_factory("live")
+    pub.connect()
+    live.connect()
+    topic = f"ret/{pub.client_id}"
+    live_rec = Recorder()
+    live.subscribe(topic, live_rec)
+    pub.publish(topic, b"v1", retain=True)
+    pub.publish(topic, b"v2", retain=True)
+    assert live_rec.wait_for(topic, 2)
+    assert [d.retained for d in live_rec.got] == [False, False]  # live copies are not flagged retained
+
+    late, late_rec = bus_factory("late"), Recorder()
+    late.connect()
+    late.subscribe(topic, late_rec)
+    assert late_rec.wait_for(topic)
+    assert late_rec.got == [Delivery(topic, b"v2", qos=1, retained=True)]  # only the last one is kept
+
+    pub.publish(topic, b"", retain=True)  # clears; current subscribers still get it
+    assert live_rec.wait_for(topic, 3)
+    later, later_rec = bus_factory("later"), Recorder()
+    later.connect()
+    later.subscribe(topic, later_rec)
+    settle(pub, later, later.client_id)
+    assert later_rec.topics() == []
+
+
+def test_will_is_published_on_unclean_drop(bus_factory: Callable[..., Bus]) -> None:
+    watcher, agent = bus_factory("watch"), bus_factory("agent")
+    watcher.connect()
+    topic = f"status/{agent.client_id}"
+    rec = Recorder()
+    watcher.subscribe(topic, rec)
+    agent.connect(will=Will(topic, b"offline", qos=1, retain=True))
+    agent.publish(topic, b"online", retain=True)
+    assert rec.wait_for(topic)
+    drop(agent)
+    assert rec.wait_for(topic, 2)
+    assert rec.payloads(topic) == [b"online", b"offline"]
+
+
+def test_no_will_on_clean_close(bus_factory: Callable[..., Bus]) -> None:
+    watcher, agent = bus_factory("watch"), bus_factory("agent")
+    watcher.connect()
+    topic = f"status/{agent.client_id}"
+    rec = Recorder()
+    watcher.subscribe(topic, rec)
+    agent.connect(will=Will(topic, b"offline"))
+    agent.close()
+    assert not agent.connected
+    other = bus_factory("other")
+    other.connect()
+    settle(other, watcher, watcher.client_id)
+    assert rec.payloads(topic) == []
+
+
+def test_unsubscribe_stops_delivery_to_that_handler_only(pair: tuple[Bus, Bus]) -> None:
+    pub, sub = pair
+    a, b = Recorder(), Recorder()
+    topic = f"u/{sub.client_id}"
+    unsub_a = sub.subscribe(topic, a)
+    sub.subscribe(f"u/{sub.client_id}/#", b)
+    pub.publish(topic, b"1")
+    assert a.wait_for(topic) and b.wait_for(topic)
+    unsub_a()
+    unsub_a()  # twice is harmless
+    pub.publish(topic, b"2")
+    assert b.wait_for(topic, 2)
+    settle(pub, sub, sub.client_id)
+    assert a.payloads() == [b"1"]
+
+
+def test_qos1_waits_for_an_offline_persistent_session_qos0_does_not(bus_factory: Callable[..., Bus]) -> None:
+    pub, sub = bus_factory("pub"), bus_factory("sub", clean_start=True)
+    topic = f"p/{sub.client_id}"
+    rec = Recorder()
+    sub.subscribe(topic, rec)
+    pub.connect()
+    sub.connect()
+    sub.close()
+    for i in range(3):
+        pub.publish(topic, f"q1-{i}".encode(), qos=1)
+    pub.publish(topic, b"q0", qos=0)
+    pub.publish(topic, b"q1-3", qos=1)
+    sub.connect()
+    assert rec.wait_for(topic, 4)
+    settle(pub, sub, sub.client_id)
+    assert rec.payloads(topic) == [b"q1-0", b"q1-1", b"q1-2", b"q1-3"]  # in order, QoS 0 lost
+
+
+def test_restarted_process_resumes_its_session_and_gets_queued_and_retained(bus_factory: Callable[..., Bus]) -> None:
+    pub, first = bus_factory("pub"), bus_factory("agent")
+    topic, state = f"r/{first.client_id}/msg", f"r/{first.client_id}/state"
+    first.subscribe(f"r/{first.client_id}/#", Recorder())
+    first.connect()
+    first.close()
+    pub.connect()
+    pub.publish(state, b"round-7", retain=True)
+    pub.publish(topic, b"queued")
+    second, rec = bus_factory("agent"), Recorder()  # same client id, new object: handlers before connect
+    second.subscribe(f"r/{first.client_id}/#", rec)
+    second.connect()
+    # The state twice: the live copy queued while offline, and the retained copy the new subscription
+    # asks for (their order differs between brokers; the application de-duplicates by id).
+    assert rec.wait_for(topic) and rec.wait_for(state, 2)
+    assert rec.payloads(topic) == [b"queued"]
+    assert sorted(d.retained for d in rec.got if d.topic == state) == [False, True]
+    assert rec.payloads(state) == [b"round-7", b"round-7"]
+
+
+def test_handler_that_raises_does_not_stop_delivery(pair: tuple[Bus, Bus]) -> None:
+    pub, sub = pair
+    topic = f"h/{sub.client_id}"
+    calls: list[bytes] = []
+
+    def bad(d: Delivery) -> None:
+        calls.append(d.payload)
+        raise RuntimeError("handler bug")
+
+    rec = Recorder()
+    sub.subscribe(topic, bad)
+    sub.subscribe(topic, rec)
+    pub.publish(topic, b"1")
+    pub.publish(topic, b"2")
+    assert rec.wait_for(topic, 2)
+    assert rec.payloads(topic) == [b"1", b"2"]
+    assert wait_until(lambda: calls == [b"1", b"2"])
+
+
+def test_overlapping_subscriptions_call_each_handler_once(pair: tuple[Bus, Bus]) -> None:
+    pub, sub = pair
+    wide, narrow = Recorder(), Recorder()
+    sub.subscribe(f"o/{sub.client_id}/#", wide)
+    sub.subscribe(f"o/{sub.client_id}/+", narrow)
+    pub.publish(f"o/{sub.client_id}/x", b"1")
+    settle(pub, sub, sub.client_id)
+    assert wide.payloads() == [b"1"]
+    assert narrow.payloads() == [b"1"]
+
+
+def test_handler_may_publish(pair: tuple[Bus, Bus]) -> None:
+    pub, sub = pair
+    ping, pong = f"ping/{sub.client_id}", f"pong/{sub.client_id}"
+    sub.subscribe(ping, lambda d: sub.publish(pong, d.payload + b"!"))
+    rec = Recorder()
+    pub.subscribe(pong, rec)
+    pub.publish(ping, b"hi")
+    assert rec.wait_for(pong)
+    assert rec.payloads() == [b"hi!"]
+
+
+def test_bad_input_raises_bus_error(pair: tuple[Bus, Bus], bus_factory: Callable[..., Bus]) -> None:
+    pub, _ = pair
+    for bad_filter in ("a/#/b", "a+", ""):
+        with pytest.raises(BusError):
+            pub.subscribe(bad_filter, Recorder())
+    for bad_topic in ("a/+", "a/#", ""):
+        with pytest.raises(BusError):
+            pub.publish(bad_topic, b"x")
+    with pytest.raises(BusError):
+        pub.publish("big", b"\0" * (16 * 1024 * 1024 + 1))
+    offline = bus_factory("offline")
+    with pytest.raises(BusError):
+        offline.publish("x", b"lost", qos=0)
