@@ -251,6 +251,15 @@ def test_nan_or_inf_anywhere_in_a_tensor_is_rejected(bad: float, dtype: str) -> 
     assert e.reason == "not_finite" and "q.lora_B" in e.detail
 
 
+@pytest.mark.parametrize("dtype", ["F32", "F16", "BF16"])
+def test_large_finite_values_are_not_mistaken_for_inf(dtype: str) -> None:
+    # A sum in the wire dtype would overflow here (fp16 max 65504); the finiteness check must not.
+    top = torch.finfo(WIRE_DTYPES[dtype]).max
+    t = torch.full((64, 64), top, dtype=WIRE_DTYPES[dtype])
+    out = decode(encode(UPDATE, {"big": t}, dtype=dtype), VehicleUpdate)
+    assert torch.equal(out.tensors["big"], t)
+
+
 def test_an_undeclared_tensor_is_rejected() -> None:
     tensors = {"a": torch.zeros(2), "b": torch.ones(3)}
     payload = st_save(tensors, metadata={META_KEY: header_of(UPDATE, {"a": {"shape": [2], "dtype": "F32"}})})
