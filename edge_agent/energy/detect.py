@@ -22,7 +22,7 @@ from typing import Any
 from edge_agent.energy.config import EnergyConfig
 from edge_agent.energy.estimate import CpuTimeEstimate, process_cpu_seconds
 from edge_agent.energy.jetson import JetsonMeter
-from edge_agent.energy.meter import Clock, EnergyMeter, MeterUnavailable
+from edge_agent.energy.meter import Clock, EnergyMeter, MeterUnavailable, read_sysfs
 from edge_agent.energy.nvml import NvmlMeter
 from edge_agent.energy.rapl import RaplMeter
 
@@ -31,13 +31,8 @@ log = logging.getLogger(__name__)
 ORDER: tuple[str, ...] = ("jetson", "nvml", "rapl", "estimate")
 
 
-def _read_text(path: Path) -> str:
-    with open(path) as f:
-        return f.read()
-
-
 def build_meter(backend: str, config: EnergyConfig, *, nvml_module: Any | None = None, clock: Clock = time.monotonic,
-                read_text: Callable[[Path], str] = _read_text,
+                read_text: Callable[[Path], str] = read_sysfs,
                 cpu_seconds: Callable[[], float] = process_cpu_seconds) -> EnergyMeter:
     """Construct and probe one backend; raise MeterUnavailable(backend, reason) if it cannot measure here."""
     root = config.resolved_sysfs_root()
@@ -64,7 +59,7 @@ def build_meter(backend: str, config: EnergyConfig, *, nvml_module: Any | None =
 
 
 def detect_meter(config: EnergyConfig | None = None, *, nvml_module: Any | None = None,
-                 clock: Clock = time.monotonic, read_text: Callable[[Path], str] = _read_text,
+                 clock: Clock = time.monotonic, read_text: Callable[[Path], str] = read_sysfs,
                  cpu_seconds: Callable[[], float] = process_cpu_seconds) -> EnergyMeter:
     """The first backend in `ORDER` that works (or the configured one), not yet opened.
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.energy.meter import Accumulator, Clock, EnergyMeter, MeterUnavailable, PowerIntegral
+from edge_agent.energy.meter import Accumulator, Clock, EnergyMeter, MeterUnavailable, PowerIntegral, read_sysfs
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +27,6 @@ BACKEND = "jetson"
 SOURCE = "jetson-ina3221"
 SOURCE_LOWER_BOUND = "jetson-ina3221-lower-bound"
 _UNUSED_LABELS = {"NC", ""}
-
-
-def _read_text(path: Path) -> str:
-    with open(path) as f:
-        return f.read()
 
 
 @dataclass(frozen=True)
@@ -51,7 +46,7 @@ class Rail:
         return int(read_text(self.volt_file)) * int(read_text(self.curr_file)) * self.scale
 
 
-def discover_rails(sysfs_root: Path, read_text: Callable[[Path], str] = _read_text) -> list[Rail]:
+def discover_rails(sysfs_root: Path, read_text: Callable[[Path], str] = read_sysfs) -> list[Rail]:
     """All INA3221 rails under `sysfs_root` (hwmon first, then IIO), names made unique."""
     rails = _hwmon_rails(sysfs_root, read_text) + _iio_rails(sysfs_root, read_text)
     seen: dict[str, int] = {}
@@ -104,7 +99,7 @@ class JetsonMeter(EnergyMeter):
 
     def __init__(self, sysfs_root: Path, input_rails: Sequence[str] = ("VDD_IN", "POM_5V_IN"),
                  clock: Clock = time.monotonic, interval_s: float | None = 0.1,
-                 read_text: Callable[[Path], str] = _read_text) -> None:
+                 read_text: Callable[[Path], str] = read_sysfs) -> None:
         super().__init__(clock=clock, interval_s=interval_s)
         self._root = sysfs_root
         self._input_names = {n.upper() for n in input_rails}

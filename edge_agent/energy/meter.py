@@ -12,6 +12,7 @@ figure never waits for the next tick. The clock and the thread are injectable so
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -23,6 +24,15 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+
+
+def read_sysfs(path: os.PathLike[str] | str) -> str:
+    """One small sysfs attribute; raw os calls, since a text-mode open per sample costs most of a poll."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 4096).decode()
+    finally:
+        os.close(fd)
 
 
 class MeterUnavailable(Exception):
@@ -139,6 +149,7 @@ class EnergyMeter(ABC):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.read_errors = 0
+        self.polls = 0
         self.tried: list[dict[str, str]] = []  # set by detect_meter: better backends not used, and why
 
     # --- what a backend provides -------------------------------------------------------------
@@ -209,6 +220,7 @@ class EnergyMeter(ABC):
         if self._opened_at is None:
             raise RuntimeError("energy meter is not open")
         t = self._clock()
+        self.polls += 1
         try:
             values = self._read()
         except OSError as exc:  # a sysfs file vanished or a driver hiccup: skip this sample, keep going

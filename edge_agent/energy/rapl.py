@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_agent.energy.meter import Accumulator, Clock, Counter, EnergyMeter, MeterUnavailable
+from edge_agent.energy.meter import Accumulator, Clock, Counter, EnergyMeter, MeterUnavailable, read_sysfs
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,6 @@ PERMISSION_FIX = (
 )
 
 
-def _read_text(path: Path) -> str:
-    with open(path) as f:
-        return f.read()
-
-
 class RaplZone:
     """One powercap zone: its domain name, energy file and wrap range (joules)."""
 
@@ -53,7 +48,7 @@ class RaplZone:
         self.domain, self.path, self.wrap_j, self.covered = domain, path, wrap_j, covered
 
 
-def discover_zones(sysfs_root: Path, read_text: Callable[[Path], str] = _read_text) -> list[RaplZone]:
+def discover_zones(sysfs_root: Path, read_text: Callable[[Path], str] = read_sysfs) -> list[RaplZone]:
     """Zones under `<sysfs>/class/powercap`, classified as covered domains or sub-domains (see module doc)."""
     base = sysfs_root / "class" / "powercap"
     if not base.is_dir():
@@ -95,7 +90,7 @@ class RaplMeter(EnergyMeter):
     source = BACKEND
 
     def __init__(self, sysfs_root: Path, clock: Clock = time.monotonic, interval_s: float | None = 1.0,
-                 read_text: Callable[[Path], str] = _read_text) -> None:
+                 read_text: Callable[[Path], str] = read_sysfs) -> None:
         super().__init__(clock=clock, interval_s=interval_s)
         self._root = sysfs_root
         self._read_text = read_text
