@@ -22,7 +22,8 @@ def test_energy_counter_in_millijoules_per_gpu() -> None:
     assert m.domain_joules == pytest.approx({"gpu0": 120.0, "gpu1": 30.5})
     assert m.joules == pytest.approx(150.5)
     assert m.source == "nvml" and m.measured
-    assert nv.initialised == 0
+    assert nv.initialised == 0  # closing the meter shut NVML down
+    assert meter.describe()["methods"] == {"gpu0": COUNTER, "gpu1": COUNTER}
 
 
 def test_not_supported_counter_falls_back_to_power_sampling() -> None:

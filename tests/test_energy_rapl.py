@@ -122,3 +122,16 @@ def test_vanished_zone_skips_the_sample_and_keeps_counting(tmp_path: Path) -> No
         m = span.stop()
     assert meter.read_errors == 1
     assert m.joules == pytest.approx(3.0)
+
+
+def test_poll_period_is_shortened_when_the_counter_could_wrap_twice_between_polls(tmp_path: Path) -> None:
+    tree = RaplTree(tmp_path)
+    tree.add_zone("intel-rapl:0", "package-0", max_range_uj=200_000_000)  # wraps after 200 J
+    meter = RaplMeter(tmp_path, interval_s=1.0)
+    meter.probe()
+    assert meter.interval_s == pytest.approx(200 / (4 * 500))  # 0.1 s: at 500 W, four polls per wrap
+    big = RaplTree(tmp_path / "big")
+    big.add_zone("intel-rapl:0", "package-0")  # 262 kJ range: 1 s is far inside
+    kept = RaplMeter(tmp_path / "big", interval_s=1.0)
+    kept.probe()
+    assert kept.interval_s == 1.0

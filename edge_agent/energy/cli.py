@@ -115,4 +115,6 @@ def _print_rich(meter: EnergyMeter, seconds: float) -> int:
         table.add_row(f"  (inside) {name}", f"{j:.3f}", f"{j / m.seconds if m.seconds else 0.0:.2f}")
     table.add_row("[bold]total[/]", f"{m.joules:.3f}", f"{m.watts:.2f}")
     console.print(table)
+    if not m.measured:
+        console.print("[dim]the estimate covers this process only; while it sleeps here it is near 0 W[/]")
     return 0

@@ -43,6 +43,7 @@ class NvmlMeter(EnergyMeter):
         self._wanted = list(gpus) if gpus is not None else None
         self._devices: dict[str, tuple[Any, str]] = {}  # domain -> (handle, method)
         self.skipped: list[dict[str, str]] = []  # GPUs left out and why
+        self.methods: dict[str, str] = {}  # domain -> COUNTER or POWER, kept after close for reports
         self._initialised = False
 
     def probe(self) -> None:
@@ -79,6 +80,7 @@ class NvmlMeter(EnergyMeter):
             reasons = "; ".join(f"gpu{s['gpu']}: {s['reason']}" for s in self.skipped) or "no GPU found"
             raise MeterUnavailable(BACKEND, f"no GPU can be metered ({reasons})")
         self._devices = devices
+        self.methods = {name: method for name, (_, method) in devices.items()}
         if any(m == POWER for _, m in devices.values()):
             self.source = "nvml-power"
 
@@ -98,7 +100,7 @@ class NvmlMeter(EnergyMeter):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d["methods"] = {name: method for name, (_, method) in self._devices.items()}
+        d["methods"] = dict(self.methods)
         d["skipped_gpus"] = list(self.skipped)
         return d
 

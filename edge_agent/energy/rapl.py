@@ -24,6 +24,8 @@ from edge_agent.energy.meter import Accumulator, Clock, Counter, EnergyMeter, Me
 log = logging.getLogger(__name__)
 
 BACKEND = "rapl"
+# A generous ceiling on one zone's power; the poll period is kept under a quarter of range / this power.
+MAX_ZONE_WATTS = 500.0
 _ZONE = re.compile(r"^(intel-rapl|intel-rapl-mmio):(\d+)(?::(\d+))?$")
 
 # The fixes named when energy_uj is root-only (kernel >= 5.10 and backports, since CVE-2020-8694).
@@ -107,6 +109,13 @@ class RaplMeter(EnergyMeter):
             except (OSError, ValueError) as exc:
                 raise MeterUnavailable(BACKEND, f"cannot read {z.path}: {exc}") from exc
         self._zones = zones
+        wraps = [z.wrap_j for z in zones if z.wrap_j]
+        if self.interval_s and wraps:
+            safe = min(wraps) / (4 * MAX_ZONE_WATTS)
+            if self.interval_s > safe:  # a second wrap between two polls would go unseen
+                log.warning("rapl: poll period %.3g s shortened to %.3g s (counter wraps after %.0f J)",
+                            self.interval_s, safe, min(wraps))
+                self.interval_s = safe
 
     def _channels(self) -> tuple[dict[str, Accumulator], dict[str, Accumulator]]:
         if not self._zones:
