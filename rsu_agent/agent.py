@@ -180,6 +180,7 @@ class RsuAgent(Agent):
         if hold:
             self._counts["held"] += 1
             self._forward(tr, identity, msg, dec.tensors)
+            self._maybe_close(task)  # a failed migration waited only for this partial
             return
         self._counts["accepted"] += 1
         log.info("task %s round %d: accepted %s (rank %d, %.1f J %s)", task, msg.round, identity, msg.report.rank,

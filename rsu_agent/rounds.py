@@ -123,7 +123,9 @@ class TaskRounds:
         p = self.pending
         if p is None:
             return set()
-        gone = set(p.dropped) | {v for v, rec in p.ft.items() if rec.action == "abandon" or rec.failed}
+        # a failed migration still waits for the source's partial (the fallback) until it is held
+        settled = {v for v, rec in p.ft.items() if rec.action == "abandon" or (rec.failed and v in self.held)}
+        gone = set(p.dropped) | settled
         return set(p.participants) - set(self.accepted) - gone
 
     def finished(self) -> bool:
@@ -218,7 +220,8 @@ class TaskRounds:
         changed = False
         if vehicle in p.participants and vehicle not in self.accepted and vehicle not in p.dropped:
             rec = p.ft.get(vehicle)
-            if rec is None or rec.action != "migrate":  # a migrated identity is carried by its target
+            # a migrating source whose partial is held is carried by its target (or the fallback)
+            if rec is None or rec.action != "migrate" or vehicle not in self.held:
                 p.dropped.append(vehicle)
                 changed = True
         for source, rec in p.ft.items():
