@@ -38,14 +38,18 @@ class Mosquitto:
 
     Args:
         extra_conf: lines appended to the config (e.g. `allow_anonymous false`).
-        workdir: where config, persistence and log go (a new temp dir by default, removed by `stop`).
+        workdir: where config, persistence and log go (a new temp dir by default, removed by `cleanup`).
+        anonymous: `allow_anonymous`; False with no password file refuses everyone (CONNACK 135).
+        port: the loopback port (a free one by default).
     """
 
-    def __init__(self, extra_conf: str = "", workdir: Path | None = None, anonymous: bool = True) -> None:
+    def __init__(self, extra_conf: str = "", workdir: Path | None = None, anonymous: bool = True,
+                 port: int | None = None) -> None:
         self.binary = find_binary()
         self._own_dir = workdir is None
         self.dir = Path(tempfile.mkdtemp(prefix="fedrank-mosq-")) if workdir is None else workdir
-        self.port = free_port()
+        self.port = port or free_port()
+        self.db = self.dir / "mosquitto.db"
         self.conf = self.dir / "mosquitto.conf"
         self.log = self.dir / "mosquitto.log"
         self.conf.write_text(
@@ -56,7 +60,11 @@ class Mosquitto:
             "autosave_interval 1\n"  # with `persistence`, also saved on SIGTERM
             "max_queued_messages 10000\n"
             f"log_dest file {self.log}\n"
-            "log_type error\nlog_type warning\nlog_type notice\n" + extra_conf + "\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+            # Started as root, Mosquitto switches to user `mosquitto`, which cannot write our temp dir.
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + extra_conf
+            + "\n"
         )
         self._proc: subprocess.Popen[bytes] | None = None
 

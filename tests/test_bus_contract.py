@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from proto.bus import Bus, BusError, Delivery, Will
+from proto.memory_bus import MemoryBroker, MemoryBus
 from tests.test_topic_matching import MATCH_CASES
 
 TIMEOUT = 5.0
@@ -266,3 +267,138 @@ def test_bad_input_raises_bus_error(pair: tuple[Bus, Bus], bus_factory: Callable
     offline = bus_factory("offline")
     with pytest.raises(BusError):
         offline.publish("x", b"lost", qos=0)
+
+
+# -- MemoryBroker only: fault injection, expiry, limits (what the fleet's drills rely on) ------------
+
+def memory_pair(broker: MemoryBroker) -> tuple[MemoryBus, MemoryBus, Recorder]:
+    pub, sub, rec = MemoryBus(broker, "pub"), MemoryBus(broker, "sub"), Recorder()
+    pub.connect()
+    sub.connect()
+    sub.subscribe("f/#", rec)
+    return pub, sub, rec
+
+
+def test_fault_drop_loses_only_the_next_matching_message() -> None:
+    broker = MemoryBroker()
+    pub, _, rec = memory_pair(broker)
+    broker.drop("f/a", count=1)
+    for t, p in [("f/b", b"1"), ("f/a", b"2"), ("f/a", b"3")]:
+        pub.publish(t, p)
+    assert rec.payloads() == [b"1", b"3"]
+
+
+def test_fault_duplicate_delivers_a_second_copy_flagged_duplicate() -> None:
+    broker = MemoryBroker()
+    pub, _, rec = memory_pair(broker)
+    broker.duplicate("f/#", count=1)
+    pub.publish("f/a", b"1")
+    pub.publish("f/a", b"2")
+    assert [(d.payload, d.duplicate) for d in rec.got] == [(b"1", False), (b"1", True), (b"2", False)]
+
+
+def test_fault_delay_holds_until_release_and_reorder_reverses() -> None:
+    broker = MemoryBroker()
+    pub, _, rec = memory_pair(broker)
+    broker.delay("f/#")
+    for p in (b"1", b"2", b"3"):
+        pub.publish("f/a", p)
+    assert rec.payloads() == []
+    assert broker.release(reorder=True) == 3
+    assert rec.payloads() == [b"3", b"2", b"1"]
+    pub.publish("f/a", b"4")  # release also ends the hold
+    assert rec.payloads()[-1] == b"4"
+
+
+def test_broker_disconnect_publishes_the_will_and_queues_qos1_until_reconnect() -> None:
+    broker = MemoryBroker()
+    pub, _, rec = memory_pair(broker)
+    agent = MemoryBus(broker, "agent")
+    agent.connect(will=Will("f/status/agent", b"offline"))
+    agent_rec = Recorder()
+    agent.subscribe("cmd/agent", agent_rec)
+    assert broker.disconnect_client("agent") and not agent.connected
+    assert rec.payloads("f/status/agent") == [b"offline"]
+    pub.publish("cmd/agent", b"go", qos=1)
+    pub.publish("cmd/agent", b"lost", qos=0)
+    assert broker.queued("agent") == 1
+    agent.connect()
+    assert agent_rec.payloads() == [b"go"]
+    assert not broker.disconnect_client("nobody")
+
+
+def test_session_expires_after_its_interval_on_the_broker_clock() -> None:
+    now = [0.0]
+    broker = MemoryBroker(clock=lambda: now[0])
+    pub = MemoryBus(broker, "pub")
+    pub.connect()
+    sub, rec = MemoryBus(broker, "sub", session_expiry_s=10.0), Recorder()
+    sub.subscribe("x", rec)
+    sub.connect()
+    sub.close()
+    now[0] = 9.0
+    pub.publish("x", b"kept")
+    assert broker.queued("sub") == 1
+    now[0] = 19.5  # 10 s after the disconnect at t=0... and more
+    pub.publish("x", b"expired")
+    assert broker.queued("sub") == 0
+    fresh = MemoryBus(broker, "sub")  # the session is gone: nothing queued, no subscription left
+    fresh.connect()
+    pub.publish("x", b"after")
+    assert rec.payloads() == []
+
+
+def test_offline_queue_is_bounded_and_keeps_the_oldest() -> None:
+    broker = MemoryBroker(max_queued_messages=2)
+    pub, sub = MemoryBus(broker, "pub"), MemoryBus(broker, "sub")
+    rec = Recorder()
+    sub.subscribe("x", rec)
+    pub.connect()
+    sub.connect()
+    sub.close()
+    for p in (b"1", b"2", b"3"):
+        pub.publish("x", p)
+    sub.connect()
+    assert rec.payloads() == [b"1", b"2"]
+
+
+def test_broker_refuses_payloads_above_its_limit() -> None:
+    broker = MemoryBroker(max_payload_bytes=1024)
+    pub, _, rec = memory_pair(broker)
+    pub.publish("f/a", b"\0" * 1024)
+    with pytest.raises(BusError):
+        pub.publish("f/a", b"\0" * 1025)
+    assert len(rec.got) == 1
+
+
+def test_session_takeover_publishes_the_old_connections_will() -> None:
+    broker = MemoryBroker()
+    _, _, rec = memory_pair(broker)
+    old, new = MemoryBus(broker, "agent"), MemoryBus(broker, "agent")
+    old.connect(will=Will("f/status/agent", b"offline"))
+    new.connect()
+    assert not old.connected and new.connected
+    assert rec.payloads() == [b"offline"]
+
+
+def test_publish_from_a_handler_is_delivered_after_the_current_message() -> None:
+    # FIFO per thread: every subscriber sees `a` before the `b` a handler published while handling `a`.
+    broker = MemoryBroker()
+    first, second = MemoryBus(broker, "first"), MemoryBus(broker, "second")
+    first.connect()
+    second.connect()
+    first.subscribe("a", lambda d: first.publish("b", b"from-handler"))
+    rec = Recorder()
+    second.subscribe("#", rec)
+    first.publish("a", b"x")
+    assert rec.topics() == ["a", "b"]
+
+
+def test_offline_qos1_publish_is_sent_on_reconnect() -> None:
+    broker = MemoryBroker()
+    pub, _, rec = memory_pair(broker)
+    pub.close()
+    pub.publish("f/a", b"later", qos=1)
+    assert rec.payloads() == []
+    pub.connect()
+    assert rec.payloads() == [b"later"]
