@@ -41,7 +41,10 @@ class EdgeSettings(AgentSettings):
     rank_policy: Literal["ucb-dual", "fixed", "capacity"] = Field("ucb-dual", description="how ranks are chosen")
     fixed_rank: int = Field(8, ge=1, description="rank for the fixed/capacity policies")
     max_rank: int | None = Field(None, ge=1, description="largest rank this device can fit; larger ones excluded")
-    beta: float = Field(1.0, gt=0, description="UCB exploration weight (PAPER.md section 3)")
+    beta: float = Field(0.2, gt=0, description="UCB exploration weight (PAPER.md section 3)")
+    device_memory_gb: float | None = Field(
+        None, gt=0, description="memory for training; the capacity policy derives its rank from it"
+    )
     w_tau: float = Field(0.1, ge=0, description="latency weight in the round reward")
     tau_ref_s: float = Field(60.0, gt=0, description="reference round latency for the reward")
     local_steps: int = Field(20, ge=1, description="optimiser steps per round")

@@ -1,0 +1,67 @@
+"""What every role's daemon does around its agent: settings, logs, metrics, bus with will, systemd
+notify and watchdog, signals. Each role's `cli.py` only says how to build its agent."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fedrank.settings import AgentSettings, ConfigError, load_settings
+
+log = logging.getLogger(__name__)
+S = TypeVar("S", bound=AgentSettings)
+
+
+def load_or_explain(cls: type[S], path: Path, role: str) -> S | None:
+    """Settings, or None after one clear line on stderr naming the field and the reason."""
+    try:
+        return load_settings(cls, path)
+    except ConfigError as exc:
+        print(f"fedrank {role}: {exc}", file=sys.stderr)
+        return None
+
+
+def serve(role: str, settings: AgentSettings, make_agent: Callable[[Any, Any, Any], Any],
+          log_level: str | None = None) -> int:
+    """Run one agent until SIGTERM/SIGINT; exit status 0 on a clean stop, 1 when the broker refuses us.
+
+    Args:
+        make_agent: (bus, clock, metrics) -> Agent.
+    """
+    from fedrank.logs import setup_logging
+    from fedrank.metrics import start_metrics
+    from fedrank.runtime import WallClock, run_forever
+    from fedrank.sdnotify import Notifier
+    from proto.bus import AuthRejected, BusError
+    from proto.mqtt_bus import MqttBus
+
+    setup_logging(role, settings.id, log_level or settings.log_level, settings.log_json)
+    metrics = start_metrics(settings.metrics_port, role, settings.id)
+    bus = MqttBus(settings.broker, settings.broker.client_id or settings.id)
+    agent = make_agent(bus, WallClock(), metrics)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    notifier = Notifier()
+    try:
+        bus.connect(will=agent.will())
+    except AuthRejected as exc:
+        log.error("broker %s:%s refused our credentials: %s", settings.broker.host, settings.broker.port, exc)
+        return 1
+    except BusError as exc:  # the bus keeps retrying in the background; work starts once it is up
+        log.warning("broker not reachable yet: %s", exc)
+    notifier.ready(f"{role} {settings.id} connected={bus.connected}")
+    log.info("%s %s running", role, settings.id)
+    try:
+        run_forever(agent, stop, on_idle=notifier.tick)
+    finally:
+        notifier.stopping(f"{role} {settings.id} stopping")
+        bus.close()
+        metrics.close()
+    log.info("%s %s stopped", role, settings.id)
+    return 0
