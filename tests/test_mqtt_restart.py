@@ -163,3 +163,64 @@ def test_oversized_message_is_dropped_on_receipt_and_the_next_one_arrives(broker
     finally:
         small.close()
         big.close()
+
+
+def _cert(subject: str, key, issuer_cert=None, issuer_key=None, ca: bool = False, ip: str | None = None):  # type: ignore[no-untyped-def]
+    """A minimal X.509 certificate (CA, server with an IP SAN, or client) signed by the issuer."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    b = (x509.CertificateBuilder().subject_name(name)
+         .issuer_name(issuer_cert.subject if issuer_cert else name)
+         .public_key(key.public_key()).serial_number(x509.random_serial_number())
+         .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if ip:
+        b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
+    return b.sign(issuer_key or key, hashes.SHA256())
+
+
+def test_mutual_tls_connects_and_carries_messages(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("cryptography")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from proto.mqtt_options import TlsOptions
+
+    def write(name: str, cert, key) -> None:  # type: ignore[no-untyped-def]
+        (tmp_path / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (tmp_path / f"{name}.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+    ca_key, srv_key, cli_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca = _cert("fedrank-test-ca", ca_key, ca=True)
+    write("ca", ca, ca_key)
+    write("server", _cert("broker", srv_key, ca, ca_key, ip="127.0.0.1"), srv_key)
+    write("veh-1", _cert("veh-1", cli_key, ca, ca_key), cli_key)
+    try:
+        mosq = Mosquitto(extra_conf=f"cafile {tmp_path}/ca.crt\ncertfile {tmp_path}/server.crt\n"
+                                    f"keyfile {tmp_path}/server.key\nrequire_certificate true\n")
+    except MosquittoUnavailable as exc:
+        pytest.skip(str(exc))
+    mosq.start()
+    tls = TlsOptions(ca_file=tmp_path / "ca.crt", cert_file=tmp_path / "veh-1.crt", key_file=tmp_path / "veh-1.key")
+    bus = MqttBus(fast(mosq.port, tls=tls), "veh-1")
+    no_cert = MqttBus(fast(mosq.port, tls=TlsOptions(ca_file=tmp_path / "ca.crt")), "anon")
+    got: list[bytes] = []
+    try:
+        bus.subscribe("tls/echo", lambda d: got.append(d.payload))
+        bus.connect(timeout=5.0)
+        bus.publish("tls/echo", b"over tls")
+        assert wait_until(lambda: got == [b"over tls"], 5.0)
+        with pytest.raises(BusError):  # the broker requires a client certificate
+            no_cert.connect(timeout=0.5)
+    finally:
+        bus.close()
+        no_cert.close()
+        mosq.cleanup()
