@@ -51,8 +51,8 @@ def svd_aggregate(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Refactor sum_k weights[k] * Bs[k] @ As[k] as U diag(S) Vt, truncated to r = min(r_max, numerical rank).
 
-    Factored path (R = sum eta_k < min(d_out, d_in)): thin QR of the stacked [sqrt|w_k| B_k] (d_out, R) and
-    [sqrt|w_k| A_k]^T (d_in, R), SVD of the R x R core R_B R_A^T, rotate back; O((d_in + d_out) R^2 + R^3) and the
+    Factored path (R = sum eta_k < min(d_out, d_in)): thin QR of the stacked [w_k B_k] (d_out, R) and
+    [A_k]^T (d_in, R), SVD of the R x R core R_B R_A^T, rotate back; O((d_in + d_out) R^2 + R^3) and the
     dense matrix is never formed. Otherwise the dense SVD is cheaper and is used. Singular values at or below
     max(d_out, d_in) * eps * S_max (torch.linalg.matrix_rank's convention) are dropped, so r is honest; an
     all-zero sum gives r = 0.
@@ -69,24 +69,28 @@ def svd_aggregate(
     if r_max < 1:
         raise ValueError(f"r_max must be >= 1, not {r_max}")
     d_out, d_in, dtype = _check_factors(Bs, As, weights)
-    roots = [math.sqrt(abs(w)) for w in weights]
-    # Signs go on B only, so each client's product keeps its weight exactly.
-    signed = [r if w >= 0 else -r for r, w in zip(roots, weights, strict=True)]
-    B_cat = torch.cat([B * r for B, r in zip(Bs, signed, strict=True)], dim=1)  # (d_out, R)
-    A_cat = torch.cat([A * r for A, r in zip(As, roots, strict=True)], dim=0)  # (R, d_in)
+    # PAPER.md splits sqrt(w_k) over both factors; the QR route is indifferent to where the scale sits (R_B
+    # absorbs it), so the whole weight goes on B and the A stack needs no scaling pass.
+    B_cat = torch.cat([B * w for B, w in zip(Bs, weights, strict=True)], dim=1)  # (d_out, R)
+    A_cat = torch.cat(As, dim=0)  # (R, d_in)
     total_rank = B_cat.shape[1]  # R = sum eta_k
     if total_rank >= min(d_out, d_in):
         U, S, Vt = torch.linalg.svd(B_cat @ A_cat, full_matrices=False)  # (d_out, k), (k,), (k, d_in)
-    else:
-        Qb, Rb = torch.linalg.qr(B_cat)  # (d_out, R), (R, R)
-        Qa, Ra = torch.linalg.qr(A_cat.T)  # (d_in, R), (R, R)
-        Uc, S, Vct = torch.linalg.svd(Rb @ Ra.T)  # core (R, R)
-        U, Vt = Qb @ Uc, Vct @ Qa.T  # (d_out, R), (R, d_in)
+        r = _kept_rank(S, r_max, d_out, d_in, dtype)
+        return U[:, :r].contiguous(), S[:r].contiguous(), Vt[:r].contiguous()
+    Qb, Rb = torch.linalg.qr(B_cat)  # (d_out, R), (R, R)
+    Qa, Ra = torch.linalg.qr(A_cat.T)  # (d_in, R), (R, R)
+    Uc, S, Vct = torch.linalg.svd(Rb @ Ra.T)  # core (R, R)
+    r = _kept_rank(S, r_max, d_out, d_in, dtype)
+    # Rotate back only the kept components.
+    return Qb @ Uc[:, :r], S[:r].contiguous(), Vct[:r] @ Qa.T  # (d_out, r), (r,), (r, d_in)
+
+
+def _kept_rank(S: Tensor, r_max: int, d_out: int, d_in: int, dtype: torch.dtype) -> int:
+    """min(r_max, number of singular values above the numerical-zero tolerance)."""
     s_max = float(S[0]) if S.numel() else 0.0
-    tol = _rank_tol(s_max, d_out, d_in, dtype)
-    rank = int(S.gt(tol).sum()) if s_max > 0 else 0
-    r = min(r_max, rank)
-    return U[:, :r].contiguous(), S[:r].contiguous(), Vt[:r].contiguous()
+    rank = int(S.gt(_rank_tol(s_max, d_out, d_in, dtype)).sum()) if s_max > 0 else 0
+    return min(r_max, rank)
 
 
 @dataclass
@@ -128,7 +132,7 @@ def average_heads(heads: list[dict[str, Tensor]], p: list[float]) -> dict[str, T
         ref = heads[0][name]
         if not ref.is_floating_point():
             raise ValueError(f"head tensor {name} has non-float dtype {ref.dtype}")
-        acc = torch.zeros(ref.shape, dtype=torch.float64)
+        acc = torch.zeros(ref.shape, dtype=torch.float64, device=ref.device)
         for k, (h, w) in enumerate(zip(heads, p, strict=True)):
             if h[name].shape != ref.shape:
                 raise ValueError(f"client {k}: head {name} shape {tuple(h[name].shape)} != {tuple(ref.shape)}")
@@ -171,6 +175,7 @@ def aggregate(updates: list[ClientUpdate], method: Method, r_max: int) -> tuple[
         scales = [u.alpha / f.rank for (u, _), f in zip(live, facs, strict=True)]  # s(eta_v) = alpha / eta_v
         pv = [w for _, w in live]
         try:
+            _check_factors(Bs, As, scales)  # every method needs consistent shapes; raises with the client index
             if method == "svd":
                 U, S, Vt = svd_aggregate(Bs, As, [w * s for w, s in zip(pv, scales, strict=True)], r_max)
                 layers[name] = Factored(U=U, S=S, Vt=Vt)

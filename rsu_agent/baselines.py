@@ -39,7 +39,7 @@ def homo_layer(Bs: list[Tensor], As: list[Tensor], scales: list[float], p: list[
         raise ValueError(f"HomoLoRA rank {ranks[0]} exceeds r_max {r_max}")
     U = torch.stack([w * math.sqrt(s) * B for B, s, w in zip(Bs, scales, p, strict=True)]).sum(0)  # (d_out, r)
     Vt = torch.stack([w * math.sqrt(s) * A for A, s, w in zip(As, scales, p, strict=True)]).sum(0)  # (r, d_in)
-    return Factored(U=U, S=torch.ones(ranks[0], dtype=U.dtype), Vt=Vt)
+    return Factored(U=U, S=torch.ones(ranks[0], dtype=U.dtype, device=U.device), Vt=Vt)
 
 
 def frobenius_of_product(B: Tensor, A: Tensor) -> float:
@@ -81,9 +81,9 @@ def het_layer(Bs: list[Tensor], As: list[Tensor], scales: list[float], r_max: in
         raise ValueError(f"HetLoRA client rank {r_hi} exceeds r_max {r_max}")
     omega = het_weights(Bs, As, scales)
     d_out, d_in = Bs[0].shape[0], As[0].shape[1]
-    U = torch.zeros(d_out, r_hi, dtype=Bs[0].dtype)  # (d_out, r_hi)
-    Vt = torch.zeros(r_hi, d_in, dtype=As[0].dtype)  # (r_hi, d_in)
+    U = torch.zeros(d_out, r_hi, dtype=Bs[0].dtype, device=Bs[0].device)  # (d_out, r_hi)
+    Vt = torch.zeros(r_hi, d_in, dtype=As[0].dtype, device=As[0].device)  # (r_hi, d_in)
     for B, A, s, w, eta in zip(Bs, As, scales, omega, ranks, strict=True):
         U[:, :eta] += w * math.sqrt(s) * B
         Vt[:eta] += w * math.sqrt(s) * A
-    return Factored(U=U, S=torch.ones(r_hi, dtype=U.dtype), Vt=Vt)
+    return Factored(U=U, S=torch.ones(r_hi, dtype=U.dtype, device=U.device), Vt=Vt)

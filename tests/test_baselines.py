@@ -80,3 +80,11 @@ def test_frobenius_of_product_matches_the_dense_norm():
     g = torch.Generator().manual_seed(0)
     B, A = torch.randn(30, 5, generator=g, dtype=torch.float64), torch.randn(5, 20, generator=g, dtype=torch.float64)
     assert frobenius_of_product(B, A) == pytest.approx(float(torch.linalg.norm(B @ A)), rel=1e-12)
+
+
+def test_baselines_reject_factors_of_different_layer_shapes():
+    c1 = _update(_t([[1], [2]]), _t([[1, 1]]), n=1, alpha=1.0)
+    c2 = _update(_t([[1], [2], [3]]), _t([[1, 1]]), n=1, alpha=1.0)  # d_out 3 instead of 2
+    for method in ("homo", "het"):
+        with pytest.raises(ValueError, match="layer q: client 1"):
+            aggregate([c1, c2], method, r_max=4)
