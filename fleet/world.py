@@ -1,0 +1,259 @@
+"""Builds the mock fleet: one cloud, RSUs and vehicles over the in-process broker on a simulated clock.
+
+The agents are the daemons' own classes. What the fleet adds is the simulated world they run in:
+positions from trajectories, a cost model for latency and energy (labelled `model:<device>`), shared
+data partitions and one shared trainer (one frozen base model for every vehicle in the process).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cloud_agent.agent import CloudAgent
+from cloud_agent.settings import CloudSettings
+from edge_agent.agent import Fix, VehicleAgent
+from edge_agent.data import TaskDataset, load_task_dataset, partition, partition_labels
+from edge_agent.data.partition import local_heldout
+from edge_agent.learner import NoMeter, TaskLearner
+from edge_agent.model import layer_shapes
+from edge_agent.policies import make_policy
+from edge_agent.settings import EdgeSettings, EdgeTaskConfig
+from edge_agent.tasks import TaskSpec
+from edge_agent.trainer import LocalTrainer
+from fedrank.runtime import SimClock
+from fleet.config import FleetConfig
+from fleet.cost import FleetCostModel
+from fleet.driver import SimDriver
+from fleet.sim.compute import ModelShape
+from fleet.sim.devices import DeviceProfile, get_profile
+from fleet.sim.mobility import RoadGrid, Trajectory, grid_trajectories
+from fleet.sim.tdrive import read_tdrive
+from proto.bus import Delivery
+from proto.memory_bus import MemoryBroker, MemoryBus
+from proto.topics import Topics
+from rsu_agent.agent import RsuAgent
+from rsu_agent.coverage import Circle
+from rsu_agent.settings import RsuSettings, RsuTaskConfig
+
+log = logging.getLogger(__name__)
+
+# How each compared policy chooses ranks on the vehicle and aggregates at the RSU (PAPER.md section 1).
+POLICY_WIRING = {
+    "ucb-dual": ("ucb-dual", "svd"),
+    "homolora": ("fixed", "homo"),
+    "hetlora": ("capacity", "het"),
+    "flexlora": ("capacity", "svd"),
+}
+
+
+@dataclass
+class WireTap:
+    """Counts what agents publish (every payload once, as the broker receives it)."""
+
+    bytes_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def __call__(self, d: Delivery) -> None:
+        parts = d.topic.split("/")
+        kind = parts[-2] if parts[-2] in ("round", "stats", "budget", "command", "handoff") else parts[-3] \
+            if len(parts) >= 3 and parts[-3] == "update" else parts[2] if len(parts) > 2 else "other"
+        self.bytes_by_kind[kind] = self.bytes_by_kind.get(kind, 0) + len(d.payload)
+
+    @property
+    def total(self) -> int:
+        return sum(self.bytes_by_kind.values())
+
+
+@dataclass
+class World:
+    cfg: FleetConfig
+    clock: SimClock
+    broker: MemoryBroker
+    driver: SimDriver
+    cloud: CloudAgent
+    rsus: list[RsuAgent]
+    vehicles: list[VehicleAgent]
+    trainer: LocalTrainer
+    datasets: dict[str, TaskDataset]
+    specs: dict[str, TaskSpec]
+    tests: dict[str, list]
+    devices: dict[str, DeviceProfile]
+    trajectories: dict[str, Trajectory]
+    rsu_sites: dict[str, tuple[float, float, float]]
+    layers: dict[str, tuple[int, int]]
+    tap: WireTap
+    round_budget_j: float
+
+
+def resolve_model_dir(cfg: FleetConfig, cache: Path) -> Path | None:
+    if cfg.model_dir is not None:
+        return cfg.model_dir
+    if cfg.model == "tiny":
+        from fleet.tiny_model import make_tiny_bert
+
+        path = cache / "tiny-bert"
+        return path if (path / "config.json").exists() else make_tiny_bert(path, seed=cfg.seed)
+    return None  # the packaged MiniLM-L6
+
+
+def model_shape(layers: dict[str, tuple[int, int]], trainer: LocalTrainer) -> ModelShape:
+    """The FLOP model's view of the base: hidden size, layer count, adapted matrices per layer, matmul params."""
+    from edge_agent.model import BaseModelCache
+
+    encoder, _ = BaseModelCache.get(trainer.model_dir)
+    hidden = int(encoder.config.hidden_size)
+    n_layers = int(encoder.config.num_hidden_layers)
+    embed = sum(p.numel() for n, p in encoder.named_parameters() if "embeddings" in n)
+    base = sum(p.numel() for p in encoder.parameters()) - embed
+    return ModelShape(hidden=hidden, layers=n_layers, targets=max(1, len(layers) // n_layers), base_params=float(base))
+
+
+def rsu_layout(cfg: FleetConfig, grid: RoadGrid) -> dict[str, tuple[float, float, float]]:
+    """RSUs spread along the middle road of the grid, at intersections, with overlapping-or-gapped coverage."""
+    sites: dict[str, tuple[float, float, float]] = {}
+    span = (grid.nx - 1) * grid.block_m
+    for k in range(cfg.rsus):
+        x = round((k + 0.5) / cfg.rsus * (grid.nx - 1)) * grid.block_m
+        y = round((grid.ny - 1) / 2) * grid.block_m
+        sites[f"rsu{k}"] = (min(x, span), y, cfg.rsu_radius_m)
+    return sites
+
+
+def build_world(cfg: FleetConfig, out_dir: Path) -> World:
+    import torch
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = out_dir / "state"
+    clock = SimClock(0.0)
+    broker = MemoryBroker()
+    topics = Topics()
+    model_dir = resolve_model_dir(cfg, out_dir / "cache")
+    trainer = LocalTrainer(model_dir, max_length=cfg.max_length, batch_size=cfg.batch_size, lr=cfg.lr,
+                           threads=cfg.threads)
+    layers = layer_shapes(trainer.model_dir)
+    rank_policy, aggregator = POLICY_WIRING[cfg.policy]
+
+    # -- data: each task's test split, and one partition per vehicle of that task ----------------------
+    datasets: dict[str, TaskDataset] = {}
+    specs: dict[str, TaskSpec] = {}
+    tests: dict[str, list] = {}
+    for t in cfg.tasks:
+        ds = load_task_dataset(t.task_type, t.data, seed=cfg.seed)
+        datasets[t.name] = ds
+        specs[t.name] = TaskSpec(t.name, t.task_type, ds.num_labels)
+        tests[t.name] = ds.test[: cfg.test_size]
+    task_of = {f"veh{i:02d}": cfg.tasks[i % len(cfg.tasks)] for i in range(cfg.vehicles)}
+    members: dict[str, list[str]] = {t.name: [v for v, tt in task_of.items() if tt.name == t.name] for t in cfg.tasks}
+    shares: dict[str, tuple[list, list]] = {}
+    for t in cfg.tasks:
+        vids = members[t.name]
+        if not vids:
+            continue
+        train = datasets[t.name].train
+        labels = partition_labels(train)
+        size = min(cfg.train_per_vehicle, len(train) // len(vids))
+        parts = partition(labels, len(vids), [size] * len(vids), None, cfg.seed)
+        for vid, idx in zip(vids, parts, strict=True):
+            tr_idx, held_idx = local_heldout(idx, 0.2, cfg.seed)
+            shares[vid] = ([train[i] for i in tr_idx], [train[i] for i in held_idx])
+
+    # -- the world: grid or T-Drive trajectories, RSU sites, device profiles ---------------------------
+    grid = RoadGrid(nx=cfg.grid_blocks + 1, ny=cfg.grid_blocks + 1, block_m=cfg.block_m)
+    horizon = cfg.rounds * (cfg.round_timeout_s + cfg.round_gap_s) * 3 + 600
+    vids = list(task_of)
+    if cfg.mobility == "grid":
+        trajs = grid_trajectories(cfg.vehicles, horizon, grid, seed=cfg.seed)
+    else:
+        trajs = read_tdrive(Path(cfg.mobility)).trajectories[: cfg.vehicles]
+        if len(trajs) < cfg.vehicles:
+            raise ValueError(f"{cfg.mobility} has {len(trajs)} usable taxis, the fleet needs {cfg.vehicles}")
+    trajectories = dict(zip(vids, trajs, strict=True))
+    sites = rsu_layout(cfg, grid)
+    devices = {vid: get_profile(cfg.devices[i % len(cfg.devices)]) for i, vid in enumerate(vids)}
+
+    def fix(vid: str):
+        traj = trajectories[vid]
+
+        def at(now: float) -> Fix:
+            t = traj.start_s + now
+            x, y = traj.position(t)
+            vx, vy = traj.velocity(t)
+            return Fix(x, y, vx, vy)
+
+        return at
+
+    fixes = {vid: fix(vid) for vid in vids}
+    cost = FleetCostModel(devices, model_shape(layers, trainer), cfg.batch_size, cfg.max_length,
+                          locate=lambda vid: (fixes[vid](clock.now()).x, fixes[vid](clock.now()).y),
+                          rsu_sites=[(x, y) for x, y, _ in sites.values()])
+
+    # Budget: a scale of what every vehicle of a task would spend at rank 8 in one round (modelled).
+    per_round = {t.name: sum(cost.train(v, t.name, 8, cfg.local_steps, 0).joules for v in members[t.name])
+                 for t in cfg.tasks}
+    round_budget = cfg.energy_budget_scale * sum(per_round.values()) / max(1, len(cfg.tasks))
+    e_total = round_budget * len(cfg.tasks) * cfg.window_rounds
+
+    # -- agents ------------------------------------------------------------------------------------------
+    cloud = CloudAgent(
+        CloudSettings(id="cloud", state_dir=state / "cloud", tasks=[t.name for t in cfg.tasks], e_total_j=e_total,
+                      tri_feedback=cfg.tri_feedback, window_rounds=cfg.window_rounds),
+        MemoryBus(broker, "cloud"), clock)
+    rsus = []
+    for rid, (x, y, r) in sites.items():
+        tasks = [RsuTaskConfig(name=t.name, task_type=t.task_type, ranks=cfg.ranks, lora_alpha=cfg.lora_alpha,
+                               layers=layers, aggregator=aggregator, round_timeout_s=cfg.round_timeout_s,
+                               round_gap_s=max(cfg.round_gap_s, 1e-3), default_round_budget_j=round_budget,
+                               max_rounds=cfg.rounds, expected_round_s=cfg.round_timeout_s / 4)
+                 for t in cfg.tasks]
+        rsus.append(RsuAgent(RsuSettings(id=rid, state_dir=state / rid, coverage=Circle(shape="circle", cx=x, cy=y,
+                                                                                           radius=r),
+                                         tasks=tasks, fault_tolerance=cfg.fault_tolerance, wire_dtype=cfg.wire_dtype,
+                                         status_interval_s=cfg.status_interval_s, join_wait_s=cfg.status_interval_s),
+                             MemoryBus(broker, rid), clock, topics))
+    vehicles = []
+    for vid in vids:
+        t = task_of[vid]
+        dev = devices[vid]
+        s = EdgeSettings(id=vid, state_dir=state / vid, tasks=[EdgeTaskConfig(name=t.name, task_type=t.task_type)],
+                         rank_policy=rank_policy, fixed_rank=cfg.homo_rank, local_steps=cfg.local_steps,
+                         batch_size=cfg.batch_size, lr=cfg.lr, max_length=cfg.max_length, seed=cfg.seed,
+                         status_interval_s=cfg.status_interval_s, wire_dtype=cfg.wire_dtype,
+                         device_memory_gb=dev.memory_gb, max_rank=None if rank_policy == "fixed" else dev.max_rank,
+                         tau_ref_s=cfg.round_timeout_s)
+        learner = TaskLearner(trainer, specs[t.name], *shares[vid])
+
+        def policy_for(task: str, ranks: list[int], s: EdgeSettings = s, dev: DeviceProfile = dev):
+            return make_policy(s.rank_policy, ranks, rank=s.fixed_rank if s.rank_policy == "fixed" else None,
+                               device=dev.memory_gb, beta=s.beta, max_rank=s.max_rank,
+                               state_path=Path(s.state_dir) / f"bandit-{task}.json")
+
+        vehicles.append(VehicleAgent(s, MemoryBus(broker, vid), clock, learner_for=lambda task, lr=learner: lr,
+                                     policy_for=policy_for, meter=NoMeter(), cost_model=cost, position=fixes[vid],
+                                     topics=topics))
+    for agent in (cloud, *rsus, *vehicles):
+        agent.bus.connect(will=agent.will())
+    tap = WireTap()
+    tap_bus = MemoryBus(broker, "fleet-tap")
+    tap_bus.connect()
+    tap_bus.subscribe(f"{topics.root}/#", tap)
+    driver = SimDriver(clock, [cloud, *rsus, *vehicles])
+    log.info("fleet: %d vehicles, %d RSUs, tasks %s, policy %s, round budget %.1f J (modelled)", len(vehicles),
+             len(rsus), [t.name for t in cfg.tasks], cfg.policy, round_budget)
+    return World(cfg, clock, broker, driver, cloud, rsus, vehicles, trainer, datasets, specs, tests, devices,
+                 trajectories, sites, layers, tap, round_budget)
+
+
+def majority_baseline(spec: TaskSpec, examples: list) -> float:
+    """Accuracy of always answering the most frequent label (token tasks: the most frequent tag)."""
+    from collections import Counter
+
+    if spec.task_type == "token":
+        counts = Counter(tag for ex in examples for tag in ex.tags)
+    else:
+        counts = Counter(ex.label for ex in examples)
+    total = sum(counts.values())
+    return counts.most_common(1)[0][1] / total if total else math.nan
