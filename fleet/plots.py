@@ -10,7 +10,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+import matplotlib.pyplot as plt
 
 
 def _series(records: list[dict[str, Any]], key: str) -> dict[str, list[tuple[int, float]]]:
@@ -72,7 +72,8 @@ def plot_compare(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
                              ("energy_j", "total energy (modelled)", "J"),
                              ("violation_j", "budget violation (modelled)", "J")):
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.bar(policies, [results[p].get(key, math.nan) for p in policies], color=[f"C{i}" for i in range(len(policies))])
+        colours = [f"C{i}" for i in range(len(policies))]
+        ax.bar(policies, [results[p].get(key, math.nan) for p in policies], color=colours)
         ax.set_title(title)
         ax.set_ylabel(unit)
         ax.grid(axis="y", alpha=0.3)
