@@ -382,15 +382,19 @@ class MemoryBus(Bus):
         self._stale: set[str] = set()  # unsubscribed while offline: removed at the next connect
         self._lock = threading.Lock()
         self._connected = False
+        self._will: Will | None = None
 
     @property
     def connected(self) -> bool:
         return self._connected
 
     def connect(self, will: Will | None = None, timeout: float = 10.0) -> None:
+        """Connect; the will given last is kept for later connects (as MqttBus's reconnects keep it)."""
+        if will is not None:
+            self._will = will
         if self._connected:
             return
-        self.broker._attach(self, will, self._clean_first, self._expiry_s)
+        self.broker._attach(self, self._will, self._clean_first, self._expiry_s)
         self._clean_first = False
         with self._lock:
             stale, self._stale = self._stale, set()

@@ -144,6 +144,20 @@ def test_will_is_published_on_unclean_drop(bus_factory: Callable[..., Bus]) -> N
     assert rec.payloads(topic) == [b"online", b"offline"]
 
 
+def test_will_is_kept_for_later_connects(bus_factory: Callable[..., Bus]) -> None:
+    watcher, agent = bus_factory("watch"), bus_factory("agent")
+    watcher.connect()
+    topic = f"status/{agent.client_id}"
+    rec = Recorder()
+    watcher.subscribe(topic, rec)
+    agent.connect(will=Will(topic, b"offline", retain=False))
+    agent.close()
+    agent.connect()  # no will given: the last one still applies
+    drop(agent)
+    assert rec.wait_for(topic)
+    assert rec.payloads(topic) == [b"offline"]
+
+
 def test_no_will_on_clean_close(bus_factory: Callable[..., Bus]) -> None:
     watcher, agent = bus_factory("watch"), bus_factory("agent")
     watcher.connect()
