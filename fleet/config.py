@@ -62,6 +62,9 @@ class FleetConfig(BaseModel):
     round_timeout_s: float = Field(60.0, gt=0, description="simulated seconds before an RSU closes a round")
     round_gap_s: float = Field(2.0, ge=0)
     status_interval_s: float = Field(2.0, gt=0, description="how often vehicles report position (simulated s)")
+    learner: Literal["real", "surrogate"] = Field(
+        "real", description="real LoRA training, or a labelled learning-curve surrogate for large sweeps"
+    )
     threads: int | None = Field(None, description="torch threads; unset = torch default")
     wire_dtype: Literal["F32", "F16", "BF16"] = "F32"
 

@@ -31,6 +31,7 @@ from fleet.sim.compute import ModelShape
 from fleet.sim.devices import DeviceProfile, get_profile
 from fleet.sim.mobility import RoadGrid, Trajectory, grid_trajectories
 from fleet.sim.tdrive import read_tdrive
+from fleet.surrogate import SurrogateLearner
 from proto.bus import Delivery
 from proto.memory_bus import MemoryBroker, MemoryBus
 from proto.topics import Topics
@@ -224,7 +225,9 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
                          status_interval_s=cfg.status_interval_s, wire_dtype=cfg.wire_dtype,
                          device_memory_gb=dev.memory_gb, max_rank=None if rank_policy == "fixed" else dev.max_rank,
                          tau_ref_s=cfg.round_timeout_s)
-        learner = TaskLearner(trainer, specs[t.name], *shares[vid])
+        learner: TaskLearner | SurrogateLearner = TaskLearner(trainer, specs[t.name], *shares[vid])
+        if cfg.learner == "surrogate":
+            learner = SurrogateLearner(layers, len(shares[vid][0]), cfg.batch_size, seed=cfg.seed + len(vehicles))
 
         def policy_for(task: str, ranks: list[int], s: EdgeSettings = s, dev: DeviceProfile = dev):
             return make_policy(s.rank_policy, ranks, rank=s.fixed_rank if s.rank_policy == "fixed" else None,

@@ -1,0 +1,74 @@
+"""`fedrank fleet run|compare`: the local mock fleet."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    for name, help_text in (("run", "one experiment with one policy"),
+                            ("compare", "UCB-DUAL vs HomoLoRA, HetLoRA, FlexLoRA, ablations, scalability")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--quick", action="store_true", help="tiny random model, few rounds: under a minute")
+        p.add_argument("--out", type=Path, default=Path("runs") / name, help="output directory")
+        p.add_argument("--config", type=Path, help="a JSON FleetConfig (fields override the preset)")
+        p.add_argument("--seed", type=int)
+        p.add_argument("--rounds", type=int)
+        p.add_argument("--local-steps", type=int)
+        p.add_argument("--threads", type=int)
+        p.add_argument("--log-level", default="WARNING")
+        if name == "run":
+            p.add_argument("--policy", choices=["ucb-dual", "homolora", "hetlora", "flexlora"])
+            p.add_argument("--vehicles", type=int)
+            p.add_argument("--broker", help="mqtt://HOST:PORT: run each agent as its own process against this broker")
+        else:
+            p.add_argument("--policies", help="comma-separated subset of ucb-dual,homolora,hetlora,flexlora")
+            p.add_argument("--vehicles", help="comma-separated fleet sizes for the scalability sweep, e.g. 10,30,50")
+            p.add_argument("--no-ablations", action="store_true")
+
+
+def _config(args: argparse.Namespace):
+    import json
+
+    from fleet.config import FleetConfig
+
+    over: dict = json.loads(args.config.read_text()) if args.config else {}
+    for key in ("seed", "rounds", "local_steps", "threads"):
+        if getattr(args, key, None) is not None:
+            over[key] = getattr(args, key)
+    if args.action == "run":
+        for key in ("policy", "vehicles"):
+            if getattr(args, key, None) is not None:
+                over[key] = getattr(args, key)
+    return FleetConfig.quick(**over) if args.quick else FleetConfig(**over)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console = Console()
+    cfg = _config(args)
+    if args.action == "run":
+        if args.broker:
+            from fleet.processes import run_processes
+
+            return run_processes(cfg, args.out, args.broker, console)
+        from fleet.run import run_fleet
+
+        console.print(f"[bold]fedrank fleet[/]: {cfg.vehicles} vehicles, {cfg.rsus} RSUs, {cfg.rounds} rounds, "
+                      f"policy {cfg.policy}, model {cfg.model_dir or cfg.model}; output in {args.out}")
+        run_fleet(cfg, args.out, console)
+        console.print(f"wrote {args.out}/metrics.jsonl, summary.json, config.json and plots")
+        return 0
+    from fleet.compare import compare, scalability
+
+    policies = args.policies.split(",") if args.policies else None
+    compare(cfg, args.out, policies, ablations=not args.no_ablations, console=console)
+    if args.vehicles:
+        scalability(cfg, args.out / "scalability", [int(v) for v in args.vehicles.split(",")], policies, console)
+    console.print(f"wrote {args.out}/compare.json, compare.md and plots")
+    return 0
