@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from cloud_agent.settings import CloudSettings
 from cloud_agent.tri_feedback import TaskWindow, TriFeedbackState, allocate, equal_split
+from fedrank.metrics import Metrics, NullMetrics
 from fedrank.runtime import Agent, Clock
 from fedrank.state import atomic_write_json, read_json
 from proto.bus import Bus, BusError, Delivery, Unsubscribe, Will
@@ -57,9 +58,11 @@ class CloudState(BaseModel):
 class CloudAgent(Agent):
     """Allocates E_total across `settings.tasks` by tri-feedback (or equally, with tri_feedback off)."""
 
-    def __init__(self, settings: CloudSettings, bus: Bus, clock: Clock, topics: Topics | None = None) -> None:
+    def __init__(self, settings: CloudSettings, bus: Bus, clock: Clock, topics: Topics | None = None,
+                 metrics: Metrics | None = None) -> None:
         super().__init__(clock)
         self.s = settings
+        self.metrics: Metrics = metrics or NullMetrics()
         self.id = settings.id
         self.bus = bus
         self.topics = topics or Topics(settings.topic_root)
@@ -149,7 +152,9 @@ class CloudAgent(Agent):
             self._on_stats(msg, info.sender, info.task or "")
         except WireError as exc:
             self._rejected[exc.reason] += 1
-            log.warning("rejected stats on %s: %s (%s)", d.topic, exc.reason, exc.detail)
+            self.metrics.message_rejected(exc.reason)
+            log.warning("rejected stats on %s: %s (%s)", d.topic, exc.reason, exc.detail,
+                        extra={"topic": d.topic, "reason": exc.reason})
 
     def _check(self, msg: TaskStats, rsu: str, task: str) -> None:
         """Raise StatsRejected for stats that are not ours or cannot be true."""
@@ -178,6 +183,7 @@ class CloudAgent(Agent):
             acc.baseline = acc.last if acc.last is not None else msg.accuracy
         acc.last = msg.accuracy
         self._counts["stats"] += 1
+        self.metrics.set_energy(task, acc.used_j, self.state.allocations.get(task))
         self._save()
         log.info("stats %s round %d: %.1f J (%s), accuracy %.3f", key, msg.round, msg.energy_j,
                  "measured" if msg.energy_measured else "estimated/modelled", msg.accuracy)

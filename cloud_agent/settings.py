@@ -15,8 +15,10 @@ TaskId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 class CloudSettings(AgentSettings):
     ROLE: ClassVar[str] = "cloud"
 
-    tasks: list[TaskId] = Field(min_length=1, description="tasks whose energy the cloud allocates")
-    e_total_j: float = Field(gt=0, description="E_total: the global energy budget of one window of Q rounds, joules")
+    tasks: list[TaskId] = Field(min_length=1, description="tasks whose energy the cloud allocates",
+                                examples=[["sst2", "conll", "copa"]])
+    e_total_j: float = Field(gt=0, description="E_total: the global energy budget of one window of Q rounds, joules",
+                             examples=[30000.0])
     feedback: TriFeedbackConfig = Field(
         default_factory=TriFeedbackConfig, description="tri-feedback parameters, Q included (PAPER.md section 5)"
     )

@@ -15,6 +15,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
+from fedrank.metrics import Metrics, NullMetrics
 from fedrank.runtime import Agent, Clock
 from proto.bus import Bus, BusError, Delivery, Unsubscribe, Will
 from proto.codec import WIRE_DTYPES, decode, encode
@@ -41,9 +42,11 @@ class _Vehicle:
 class RsuAgent(Agent):
     """Runs rounds for the tasks in `settings.tasks`; see the module docstring for who takes part."""
 
-    def __init__(self, settings: RsuSettings, bus: Bus, clock: Clock, topics: Topics | None = None) -> None:
+    def __init__(self, settings: RsuSettings, bus: Bus, clock: Clock, topics: Topics | None = None,
+                 metrics: Metrics | None = None) -> None:
         super().__init__(clock)
         self.s = settings
+        self.metrics: Metrics = metrics or NullMetrics()
         self.id = settings.id
         self.bus = bus
         self.topics = topics or Topics(settings.topic_root)
@@ -112,8 +115,10 @@ class RsuAgent(Agent):
 
     # -- inbox ----------------------------------------------------------------------------------------
     def on_delivery(self, d: Delivery) -> None:
+        task = None
         try:
             info = self.topics.parse(d.topic)
+            task = info.task if info.channel is Channel.UPDATE else None
             if info.channel is Channel.STATUS:
                 self._on_status(self._decode(d, AgentStatus, info.sender))
             elif info.channel is Channel.BUDGET:
@@ -123,7 +128,7 @@ class RsuAgent(Agent):
             else:
                 raise UpdateRejected("unexpected_topic", d.topic)
         except WireError as exc:
-            self._refuse(d.topic, exc.reason, exc.detail)
+            self._refuse(d.topic, exc.reason, exc.detail, task)
 
     def _decode(self, d: Delivery, cls: type[Message], sender: str) -> Message:
         msg = decode(d.payload, cls, self.s.broker.max_payload_bytes).msg
@@ -131,13 +136,18 @@ class RsuAgent(Agent):
             raise UpdateRejected("sender_mismatch", f"payload sender {msg.sender} on {sender}'s topic")
         return msg
 
-    def _refuse(self, topic: str, reason: str, detail: str) -> None:
+    def _refuse(self, topic: str, reason: str, detail: str, task: str | None) -> None:
         if reason in ("late", "duplicate"):
             self._counts[reason] += 1
             log.info("ignored %s update on %s: %s", reason, topic, detail)
+            return
+        self._rejected[reason] += 1
+        log.warning("rejected message on %s: %s (%s)", topic, reason, detail,
+                    extra={"topic": topic, "reason": reason})
+        if task is not None:
+            self.metrics.update_rejected(task, reason)
         else:
-            self._rejected[reason] += 1
-            log.warning("rejected message on %s: %s (%s)", topic, reason, detail)
+            self.metrics.message_rejected(reason)
 
     def _on_budget(self, msg: Message) -> None:
         assert isinstance(msg, TaskBudget)
@@ -183,6 +193,7 @@ class RsuAgent(Agent):
             self._maybe_close(task)  # a failed migration waited only for this partial
             return
         self._counts["accepted"] += 1
+        self.metrics.update_accepted(task)
         log.info("task %s round %d: accepted %s (rank %d, %.1f J %s)", task, msg.round, identity, msg.report.rank,
                  msg.report.joules, msg.report.energy_source)
         self._maybe_close(task)
@@ -257,6 +268,9 @@ class RsuAgent(Agent):
         stats, record = tr.close(self.clock.now(), self.id, closed_by)
         self._history.append(record)
         self._publish(self.topics.stats(self.id, task), encode(stats))
+        self.metrics.round_done(task)
+        self.metrics.set_lambda(task, record.lam)
+        self.metrics.set_energy(task, record.energy_j, record.budget_j)
         log.info("task %s round %d closed (%s): %d updates, E %.1f J / B %.1f J, lam %.3f -> %.3f", task,
                  record.round, closed_by, record.updates, record.energy_j, record.budget_j, record.lam_announced,
                  record.lam)

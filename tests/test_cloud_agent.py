@@ -150,3 +150,52 @@ def test_restart_keeps_the_window_accumulators_and_allocations(tmp_path):
     rig.agent = rig.new_agent()
     assert rig.agent.state.window == 1 and rig.agent.state.allocations["a"] == pytest.approx(want_a)
     assert rig.agent.state.difficulty == pytest.approx({"a": h_a, "b": h_b})
+
+
+def test_cloud_daemon_with_a_bad_config_exits_2_with_one_line(tmp_path, capsys):
+    from fedrank.cli import main
+
+    cfg = tmp_path / "cloud.toml"
+    cfg.write_text('id = "cloud"\ntasks = ["a", "a"]\ne_total_j = 100.0\n')
+    assert main(["cloud", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unique" in err[0]
+
+
+@pytest.mark.mosquitto
+def test_cloud_daemon_publishes_budgets_and_stops_cleanly_on_sigterm(tmp_path, mosquitto):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from proto.mqtt_bus import MqttBus
+    from proto.mqtt_options import MqttOptions
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = tmp_path / "cloud.toml"
+    cfg.write_text(f'id = "cloud-d"\nstate_dir = "{tmp_path}"\ntasks = ["a", "b"]\ne_total_j = 900.0\n'
+                   f"[broker]\nport = {mosquitto.port}\n")
+    seen: dict[str, bytes] = {}
+    client = MqttBus(MqttOptions(port=mosquitto.port), "cloud-daemon-test-client")
+    client.connect()
+    client.subscribe("fedrank/v1/cloud/cloud-d/budget/+", lambda d: seen.__setitem__(d.topic, d.payload))
+    proc = subprocess.Popen([sys.executable, "-m", "fedrank", "cloud", "--config", str(cfg)], cwd=repo,
+                            env=dict(os.environ, PYTHONPATH=str(repo)), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        end = time.monotonic() + 30
+        while len(seen) < 2 and time.monotonic() < end:
+            time.sleep(0.05)
+        budgets = {decode(v, TaskBudget).msg.task: decode(v, TaskBudget).msg.window_budget_j for v in seen.values()}
+        assert budgets == {"a": 450.0, "b": 450.0}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert (tmp_path / "cloud.json").is_file()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        client.close()
