@@ -80,3 +80,20 @@ def test_token_examples_partition_by_their_main_entity_type() -> None:
         TokenExample(("Acme", "Oslo", "Rome"), ("B-ORG", "B-LOC", "B-LOC")),
     ]
     assert partition_labels(exs) == [0, 1, 3]
+
+
+def test_vehicle_data_gives_disjoint_train_and_heldout_per_vehicle() -> None:
+    from edge_agent.data import TaskDataset, vehicle_data
+    from edge_agent.data.readers import SentenceExample
+
+    ds = TaskDataset("sentence", [SentenceExample(f"s{i}", i % 2) for i in range(100)], [], 2)
+    seen: set[str] = set()
+    for part in range(4):
+        train, held = vehicle_data(ds, part, 4, seed=3, heldout_fraction=0.2)
+        assert (len(train), len(held)) == (20, 5)  # 100 / 4 = 25 each, 20% held out
+        texts = {e.text for e in train + held}
+        assert len(texts) == 25 and not texts & seen
+        seen |= texts
+    assert vehicle_data(ds, 1, 4, seed=3) == vehicle_data(ds, 1, 4, seed=3)
+    with pytest.raises(ValueError, match="out of range"):
+        vehicle_data(ds, 4, 4)

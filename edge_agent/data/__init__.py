@@ -32,7 +32,7 @@ from edge_agent.data.sentiment import read_rotten_tomatoes
 
 __all__ = [
     "NER_LABELS", "ChoiceExample", "DataFormatError", "Example", "SentenceExample", "TaskDataset", "TokenExample",
-    "load_task_dataset", "local_heldout", "partition", "partition_labels", "split_indices",
+    "load_task_dataset", "local_heldout", "partition", "partition_labels", "split_indices", "vehicle_data",
 ]
 
 log = logging.getLogger(__name__)
@@ -121,3 +121,21 @@ def partition_labels(examples: Sequence[Example]) -> list[int]:
         else:
             out.append(ex.label)
     return out
+
+
+def vehicle_data(
+    ds: TaskDataset, part: int, n_parts: int, *, sizes: Sequence[int] | None = None, alpha: float | None = None,
+    seed: int = 0, heldout_fraction: float = 0.2,
+) -> tuple[list[Example], list[Example]]:
+    """A vehicle's (local train, local held-out) examples: partition `part` of `ds.train`, then its own split.
+
+    Every vehicle must call this with the same dataset, `n_parts`, `sizes`, `alpha` and `seed` so the partitions
+    are disjoint; the held-out split reuses `seed` offset by the part so vehicles do not share a pattern.
+    """
+    if not 0 <= part < n_parts:
+        raise ValueError(f"partition {part} out of range for {n_parts} partitions")
+    indices = partition(partition_labels(ds.train), n_parts, sizes, alpha, seed)[part]
+    if len(indices) < 2:
+        raise ValueError(f"partition {part} has {len(indices)} examples; need at least 2 for a held-out split")
+    train_idx, held_idx = local_heldout(indices, heldout_fraction, seed + 1 + part)
+    return [ds.train[i] for i in train_idx], [ds.train[i] for i in held_idx]
