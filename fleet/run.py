@@ -74,10 +74,10 @@ class Recorder:
         self._file.flush()
         if self.console is not None:
             self.console.print(
-                f"[bold]{rsu.id}[/] {rec.task:<10} round {rec.round:>2}  acc {row['accuracy']:.3f}  "
-                f"λ {rec.lam:.2f}  energy {rec.energy_j:8.1f}/{rec.budget_j:8.1f} J (modelled)  "
-                f"ranks {list(rec.ranks)}  updates {rec.updates}/{len(rec.participants)}"
-                + (f"  ft {dict(rec.ft)}" if rec.ft else ""), highlight=False)
+                f"[bold]{rsu.id}[/] {rec.task:<9} r{rec.round:<2} acc {row['accuracy']:.3f} λ {rec.lam:.2f} "
+                f"E {rec.energy_j:.3g}/{rec.budget_j:.3g} J(model) ranks {list(rec.ranks)} "
+                f"upd {rec.updates}/{len(rec.participants)}" + (f" ft {dict(rec.ft)}" if rec.ft else ""),
+                highlight=False, soft_wrap=True)
 
 
 def done(world: World) -> bool:
@@ -160,7 +160,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
         table.add_row(task, f"{acc:.3f}", f"{summary['majority_baseline'][task]:.3f}")
     table.add_row("average", f"{summary['avg_accuracy']:.3f}", "")
     table.caption = (f"mean round latency {summary['mean_round_latency_s']:.2f} s (modelled) · energy "
-                     f"{summary['energy_j']:.0f} J vs budget {summary['budget_j']:.0f} J (modelled) · violation "
-                     f"{summary['violation_j']:.0f} J · {summary['bytes_on_wire'] / 1e6:.2f} MB on the wire · "
+                     f"{summary['energy_j']:.4g} J vs budget {summary['budget_j']:.4g} J (modelled) · violation "
+                     f"{summary['violation_j']:.4g} J · {summary['bytes_on_wire'] / 1e6:.2f} MB on the wire · "
                      f"fault tolerance {summary['ft_decisions']}")
     return table

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cloud_agent.agent import CloudAgent
 from cloud_agent.settings import CloudSettings
+from cloud_agent.tri_feedback import TriFeedbackConfig
 from edge_agent.agent import Fix, VehicleAgent
 from edge_agent.data import TaskDataset, load_task_dataset, partition, partition_labels
 from edge_agent.data.partition import local_heldout
@@ -201,7 +202,7 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
     # -- agents ------------------------------------------------------------------------------------------
     cloud = CloudAgent(
         CloudSettings(id="cloud", state_dir=state / "cloud", tasks=[t.name for t in cfg.tasks], e_total_j=e_total,
-                      tri_feedback=cfg.tri_feedback, window_rounds=cfg.window_rounds),
+                      tri_feedback=cfg.tri_feedback, feedback=TriFeedbackConfig(window_rounds=cfg.window_rounds)),
         MemoryBus(broker, "cloud"), clock)
     rsus = []
     for rid, (x, y, r) in sites.items():
