@@ -42,7 +42,7 @@ HINTS: dict[str, dict[str, Any]] = {
         "coverage": {"shape": "circle", "cx": 0.0, "cy": 0.0, "radius": 300.0},
         "tasks": [{"name": "sst2", "task_type": "sentence", "layers": _MINILM_QV}],
     },
-    "cloud": {"id": "cloud-1"},
+    "cloud": {"id": "cloud-1", "tasks": ["sst2"], "e_total_j": 20000.0},
 }
 _TLS_HINT = {"ca_file": "/etc/fedrank/tls/ca.crt", "cert_file": "/etc/fedrank/tls/{id}.crt",
              "key_file": "/etc/fedrank/tls/{id}.key"}
