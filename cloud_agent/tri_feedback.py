@@ -11,6 +11,9 @@ Decisions where the paper is silent:
 - sum U > E_total (the window overspent): the surplus formula would cut the hardest tasks most, so instead
   A_m = E_total U_m / sum U (every task is cut pro rata) before clipping.
 - sum w = 0 (nothing used anywhere): the surplus is split equally.
+- A task that used nothing (U_m = 0) has u_m = 0 and w_m = 0, so it gets only E_min, unless capped tasks leave
+  energy nobody else can take. With the default E_min = 0 that is a zero budget, which rsu_agent.dual refuses:
+  deployments with tasks that can go idle should set e_min_j > 0.
 - Clip and renormalise: A_m = clip(c Ahat_m, E_min, rho_max E_total) with the one scale c that makes
   sum A = E_total, i.e. the fixed point of "clip, renormalise the unclipped tasks, repeat", found exactly.
 - When the bounds and sum A = E_total cannot both hold (n E_min > E_total, or n rho_max < 1 as with a single

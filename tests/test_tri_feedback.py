@@ -122,3 +122,13 @@ def test_equal_split():
     assert equal_split(["a", "b", "c", "d"], 10.0) == {"a": 2.5, "b": 2.5, "c": 2.5, "d": 2.5}
     with pytest.raises(ValueError):
         equal_split([], 10.0)
+
+
+def test_an_idle_task_gets_nothing_unless_e_min_reserves_a_floor():
+    windows = [TaskWindow("a", 10, 10, 0.1), TaskWindow("b", 10, 10, 0.1), TaskWindow("idle", 0, 10, 0.0)]
+    # a, b: h = 100, u = 1, equal weights -> 10 + 80/2 = 50 each; idle: U = 0, u = 0, w = 0 -> 0.
+    alloc, _ = allocate(windows, TriFeedbackState(), 100.0, CFG)
+    assert alloc == pytest.approx({"a": 50.0, "b": 50.0, "idle": 0.0})
+    # E_min = 5 lifts the idle task to 5 and scales a, b to 47.5 each.
+    alloc, _ = allocate(windows, TriFeedbackState(), 100.0, CFG.model_copy(update={"e_min_j": 5.0}))
+    assert alloc == pytest.approx({"a": 47.5, "b": 47.5, "idle": 5.0})
