@@ -155,7 +155,7 @@ def acl_file(p: BrokerPlan) -> str:
 def readme(p: BrokerPlan) -> str:
     """Instructions for installing the files and issuing identities."""
     certs, inst = p.certs, p.install_dir
-    ids = p.vehicles + p.rsus + p.clouds or ["veh-1", "rsu-1", "cloud-1"]
+    ids = (p.vehicles or ["veh-1"]) + (p.rsus or ["rsu-1"]) + (p.clouds or ["cloud-1"])
     text = [
         "# Mosquitto for fedrank",
         "",
@@ -179,7 +179,7 @@ def readme(p: BrokerPlan) -> str:
             "## Certificates (mutual TLS)",
             f"The broker reads `{certs}/ca.crt`, `{certs}/server.crt`, `{certs}/server.key`. With openssl:",
             "",
-            "```sh",
+            "```bash",
             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \\",
             "  -subj /CN=fedrank-ca -keyout ca.key -out ca.crt",
             "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=broker.example \\",

@@ -55,6 +55,8 @@ NotifyAccess=main
 ExecStart={fedrank_bin} {role} --config /etc/fedrank/{role}.toml
 Restart=on-failure
 RestartSec=5
+# Exit status 2 is a configuration error (the message names the field): a restart cannot fix it.
+RestartPreventExitStatus=2
 TimeoutStartSec={start_timeout}
 # SIGTERM: the agent finishes or abandons its step, publishes its offline status and exits 0.
 TimeoutStopSec=60

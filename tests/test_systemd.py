@@ -49,6 +49,7 @@ def test_unit_is_notify_with_watchdog_restart_user_and_gpu_friendly_hardening(ro
     assert d["ExecStart"] == [f"/usr/local/bin/fedrank {role} --config /etc/fedrank/{role}.toml"]
     assert int(d["WatchdogSec"][0]) == install_service.WATCHDOG_S[role] > 0
     assert d["Restart"] == ["on-failure"]
+    assert d["RestartPreventExitStatus"] == ["2"]  # a bad config is not retried in a loop
     assert d["User"] == ["fedrank"] and d["Group"] == ["fedrank"]
     assert d["StateDirectory"] == ["fedrank"]
     assert d["SupplementaryGroups"] == ["video"]
