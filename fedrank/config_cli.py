@@ -9,6 +9,7 @@ them in sync and loads each through `load_settings`, so an example is always a v
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import json
 import re
@@ -235,7 +236,7 @@ def render_example(cls: type[AgentSettings], hints: dict[str, Any] | None = None
         The TOML text; deterministic, so it can be compared with a checked-in file.
     """
     role = cls.ROLE or cls.__name__
-    hints = dict(hints or {})
+    hints = copy.deepcopy(hints or {})  # the defaults below must not leak into the caller's dict
     agent_id = str(hints.get("id", "CHANGE-ME"))
     hints.setdefault("metrics_port", 9100)
     broker = hints.setdefault("broker", {})
