@@ -41,7 +41,11 @@ def serve(role: str, settings: AgentSettings, make_agent: Callable[[Any, Any, An
     from proto.mqtt_bus import MqttBus
 
     setup_logging(role, settings.id, log_level or settings.log_level, settings.log_json)
-    metrics = start_metrics(settings.metrics_port, role, settings.id)
+    try:
+        metrics = start_metrics(settings.metrics_port, role, settings.id)
+    except OSError as exc:  # exit 2: a config problem, which systemd must not restart in a loop
+        log.error("cannot serve metrics on port %s: %s", settings.metrics_port, exc)
+        return 2
     bus = MqttBus(settings.broker, settings.broker.client_id or settings.id)
     agent = make_agent(bus, WallClock(), metrics)
     stop = threading.Event()

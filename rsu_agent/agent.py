@@ -22,7 +22,7 @@ from proto.codec import WIRE_DTYPES, decode, encode
 from proto.errors import WireError
 from proto.messages import AgentStatus, FaultCommand, Handoff, Message, TaskBudget, VehicleUpdate
 from proto.topics import Channel, Role, Topics
-from rsu_agent.fault_tolerance import Candidate, decide, migration_cost, needs_decision
+from rsu_agent.fault_tolerance import Candidate, decide, needs_decision
 from rsu_agent.rounds import RoundRecord, TaskRounds
 from rsu_agent.settings import RsuSettings
 from rsu_agent.state import FtRecord, StoredUpdate
@@ -325,7 +325,7 @@ class RsuAgent(Agent):
         nbytes = self._adapter_bytes(tr)
         dec = decide(q_target=q_target, q_partial=q_target * frac, e_spent_j=share * frac, adapter_bytes=nbytes,
                      candidates=self._candidates(tr, st, share), weights=self.s.ft, exit_in_s=exit_in)
-        action = self._feasible(dec.action, dec.costs, exit_in, nbytes)
+        action = dec.action  # decide() already rules out transfers that cannot finish before the exit
         costs = {k: v for k, v in dec.costs.items() if math.isfinite(v)}
         rec = FtRecord(action=action, migrate_to=dec.migrate_to if action == "migrate" else None, costs=costs,
                        exit_in_s=exit_in if math.isfinite(exit_in) else 0.0, decided_at=self.clock.now())
@@ -338,20 +338,6 @@ class RsuAgent(Agent):
                  f" to {rec.migrate_to}" if rec.migrate_to else "", costs)
         if action == "abandon":
             self._maybe_close(task)
-
-    def _feasible(self, chosen: str, costs: dict[str, float], exit_in: float, nbytes: int) -> str:
-        """The cheapest action whose transfer finishes before the vehicle leaves (modelled link times).
-
-        decide() ranks by cost only; an early upload that cannot reach the RSU before the exit, or a migration
-        that cannot finish over V2V, is no option, and abandonment always is.
-        """
-        up_s = 8.0 * nbytes / self.s.uplink_rate_bps
-        mig_s = migration_cost(nbytes, self.s.ft)[1]
-        ok = {"early_upload": up_s <= exit_in, "migrate": mig_s <= exit_in and math.isfinite(costs["migrate"]),
-              "abandon": True}
-        if ok[chosen]:
-            return chosen
-        return min((a for a in ("early_upload", "migrate", "abandon") if ok[a]), key=lambda a: costs[a])
 
     def _forward(self, tr: TaskRounds, source: str, msg: VehicleUpdate, tensors: dict) -> None:
         """Send a migrating vehicle's partial adapter to the vehicle chosen to continue it."""

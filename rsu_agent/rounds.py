@@ -257,8 +257,12 @@ class TaskRounds:
         if note:
             log.warning("task %s round %d: %s", self.cfg.name, p.round, note)
         lam_before = self.meta.lam
-        self.meta.lam = dual_step(self.meta.lam, energy, p.budget_j, self.cfg.mu, self.cfg.lam_max)  # PAPER.md s4
-        self.meta.violation_j += violation(energy, p.budget_j)
+        try:  # PAPER.md section 4
+            self.meta.lam = dual_step(self.meta.lam, energy, p.budget_j, self.cfg.mu, self.cfg.lam_max)
+            self.meta.violation_j += violation(energy, p.budget_j)
+        except ValueError as exc:  # a zero budget has no meaningful price: keep lambda, say why
+            log.error("task %s round %d: dual step skipped (%s); lambda stays %.3f", self.cfg.name, p.round, exc,
+                      self.meta.lam)
         samples = sum(r.samples for r in reports)
         if samples > 0:
             self.meta.last_accuracy = sum(r.samples * r.local_accuracy for r in reports) / samples

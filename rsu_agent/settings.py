@@ -71,10 +71,6 @@ class RsuSettings(AgentSettings):
     tasks: list[RsuTaskConfig] = Field(min_length=1, description="tasks this RSU runs rounds for")
     ft: FtWeights = Field(default_factory=FtWeights, description="fault-tolerance cost weights (PAPER.md section 6)")
     fault_tolerance: bool = Field(True, description="decide early upload / migrate / abandon for leaving vehicles")
-    uplink_rate_bps: float = Field(
-        10e6, gt=0, description="vehicle-to-RSU rate used to judge whether an early upload can finish before a "
-        "vehicle leaves coverage (modelled)"
-    )
     round_time_ema: float = Field(
         0.3, gt=0, le=1, description="weight of the newest report in the moving average of vehicle round time"
     )

@@ -11,6 +11,7 @@ import torch
 
 from proto.messages import FaultCommand, Handoff, TaskStats
 from proto.topics import Channel
+from rsu_agent.fault_tolerance import FtWeights
 from tests.helpers_rsu import Rig, dense, make_update, rsu_settings
 
 
@@ -105,7 +106,7 @@ def test_when_the_migration_target_vanishes_the_held_partial_is_aggregated(tmp_p
 
 def test_a_vehicle_that_cannot_upload_before_leaving_is_abandoned_and_not_waited_for(tmp_path):
     # 1 bit/s uplink: even the smallest adapter cannot reach the RSU in the 1 s left, and no vehicle can take over
-    rig = start(tmp_path, uplink_rate_bps=1.0)
+    rig = start(tmp_path, ft=FtWeights(uplink_rate_bps=1.0))
     leave(rig)
     [cmd] = commands(rig)
     assert cmd.action == "abandon"
