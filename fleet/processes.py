@@ -56,7 +56,7 @@ def write_configs(cfg: FleetConfig, out: Path, host: str, port: int) -> dict[str
 
     dump("cloud", {"id": "cloud", "state_dir": str(out / "state" / "cloud"), "broker": broker, "tasks": tasks,
                    "e_total_j": 1e6, "tri_feedback": cfg.tri_feedback, "status_interval_s": 5.0,
-                   "feedback": {"window_rounds": cfg.window_rounds}})
+                   "feedback": {"window_rounds": cfg.window_rounds, "e_min_j": 1e5 / len(tasks)}})
     for rid, (x, y, r) in sites.items():
         dump(rid, {"id": rid, "state_dir": str(out / "state" / rid), "broker": broker, "join_wait_s": 3.0,
                    "status_interval_s": 5.0, "fault_tolerance": cfg.fault_tolerance, "wire_dtype": cfg.wire_dtype,

@@ -59,7 +59,7 @@ class Recorder:
         row = {
             "policy": self.w.cfg.policy, "rsu": rsu.id, "task": rec.task, "round": rec.round,
             "sim_time_s": round(self.w.clock.now(), 6),
-            "accuracy": metrics.get("accuracy", math.nan), "entity_f1": metrics.get("f1"),
+            "accuracy": metrics.get("accuracy", math.nan), "entity_f1": metrics.get("entity_f1"),
             "test_loss": metrics.get("loss"), "mean_vehicle_accuracy": rec.accuracy,
             "lam": rec.lam, "lam_announced": rec.lam_announced, "energy_j": rec.energy_j, "budget_j": rec.budget_j,
             "violation_j": rec.violation_j, "ranks": list(rec.ranks), "updates": rec.updates,

@@ -202,7 +202,8 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
     # -- agents ------------------------------------------------------------------------------------------
     cloud = CloudAgent(
         CloudSettings(id="cloud", state_dir=state / "cloud", tasks=[t.name for t in cfg.tasks], e_total_j=e_total,
-                      tri_feedback=cfg.tri_feedback, feedback=TriFeedbackConfig(window_rounds=cfg.window_rounds)),
+                      tri_feedback=cfg.tri_feedback, feedback=TriFeedbackConfig(
+                          window_rounds=cfg.window_rounds, e_min_j=0.1 * e_total / len(cfg.tasks))),
         MemoryBus(broker, "cloud"), clock)
     rsus = []
     for rid, (x, y, r) in sites.items():
