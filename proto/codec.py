@@ -11,13 +11,11 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import torch
 from pydantic import ValidationError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from proto import SCHEMA_VERSION
 from proto.errors import PayloadRejected
@@ -25,12 +23,34 @@ from proto.messages import BY_KIND, Message, TensorMessage, TensorSpec
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 META_KEY = "fedrank"
-WIRE_DTYPES: dict[str, torch.dtype] = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
-_DTYPE_NAMES = {v: k for k, v in WIRE_DTYPES.items()}
+
+
+class _WireDtypes(Mapping[str, "torch.dtype"]):
+    """Wire name -> torch dtype. torch is imported on first lookup only: an idle daemon that handles JSON
+    messages (status, budgets, commands) never pays for it."""
+
+    _NAMES = ("F32", "F16", "BF16")
+
+    def __getitem__(self, name: str) -> torch.dtype:
+        import torch
+
+        return {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._NAMES)
+
+    def __len__(self) -> int:
+        return len(self._NAMES)
+
+
+WIRE_DTYPES = _WireDtypes()
 # Cap on the safetensors JSON header itself, so a hostile length prefix cannot make us parse megabytes.
 _MAX_HEADER_BYTES = 4 * 1024 * 1024
 
 M = TypeVar("M", bound=Message)
+
+if TYPE_CHECKING:
+    import torch
 # json.loads raises ValueError (JSONDecodeError, or an integer past Python's 4300-digit limit) and
 # RecursionError (deeply nested arrays/objects); every one of them is a hostile or broken payload.
 _JSON_ERRORS = (UnicodeDecodeError, ValueError, RecursionError)
@@ -55,6 +75,8 @@ def encode(msg: Message, tensors: dict[str, torch.Tensor] | None = None, dtype: 
     tensors = tensors or {}
     if "__metadata__" in tensors:
         raise ValueError("'__metadata__' is reserved by safetensors and cannot name a tensor")
+    from safetensors.torch import save as st_save
+
     wire = {k: t.detach().to("cpu", WIRE_DTYPES[dtype]).contiguous() for k, t in tensors.items()}
     specs = {k: TensorSpec(shape=list(t.shape), dtype=dtype) for k, t in wire.items()}
     header = msg.model_copy(update={"tensors": specs})
@@ -139,6 +161,8 @@ def _decode_tensor_message(payload: bytes, expected: type[Message] | None) -> De
         if entry.get("shape") != spec.shape:
             raise PayloadRejected("bad_shape", f"{name}: {entry.get('shape')} != declared {spec.shape}")
     try:
+        from safetensors.torch import load as st_load
+
         tensors = st_load(payload)
     except Exception as exc:  # safetensors raises its own error type for corrupt bodies
         raise PayloadRejected("bad_safetensors", str(exc)[:200]) from exc
@@ -161,6 +185,8 @@ def _all_finite(t: torch.Tensor) -> bool:
     Exact, not a heuristic: any NaN or Inf makes the sum NaN or Inf, and a float64 sum of finite wire values
     cannot overflow (|x| <= 3.4e38 for F32/BF16, so even 2**31 elements stay below 1e48 << 1.8e308).
     """
+    import torch
+
     return math.isfinite(float(t.sum(dtype=torch.float64)))
 
 
@@ -181,4 +207,4 @@ def _safetensors_header(payload: bytes) -> dict:
 
 def dtype_name(dtype: torch.dtype) -> str:
     """The wire name of a torch dtype (F32/F16/BF16)."""
-    return _DTYPE_NAMES[dtype]
+    return next(name for name, dt in WIRE_DTYPES.items() if dt == dtype)
