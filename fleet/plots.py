@@ -25,10 +25,12 @@ def _series(records: list[dict[str, Any]], key: str) -> dict[str, list[tuple[int
 def _line_plot(series: dict[str, list[tuple[int, float]]], title: str, ylabel: str, path: Path,
                extra: dict[str, list[tuple[int, float]]] | None = None) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
+    colour = {name: f"C{i % 10}" for i, name in enumerate(sorted(series))}
     for name, pts in sorted(series.items()):
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=name)
-    for name, pts in sorted((extra or {}).items()):
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], ls="--", lw=1, label=name)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=name, color=colour[name])
+    for name, pts in sorted((extra or {}).items()):  # "budget X" is drawn dashed in X's colour
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], ls="--", lw=1, label=name,
+                color=colour.get(name.removeprefix("budget "), "grey"))
     ax.set_title(title)
     ax.set_xlabel("round")
     ax.set_ylabel(ylabel)
