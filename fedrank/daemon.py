@@ -3,6 +3,7 @@ notify and watchdog, signals. Each role's `cli.py` only says how to build its ag
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
@@ -15,6 +16,21 @@ from fedrank.settings import AgentSettings, ConfigError, load_settings
 
 log = logging.getLogger(__name__)
 S = TypeVar("S", bound=AgentSettings)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every daemon takes."""
+    parser.add_argument("--config", type=Path, required=True, help="TOML settings file (FEDRANK_* env overrides)")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ... (default: the config's)")
+
+
+def run_daemon(args: argparse.Namespace, role: str, settings_cls: type[S],
+               build: Callable[[S, Any, Any, Any], Any]) -> int:
+    """Load settings (exit 2 on a bad config) and serve the agent `build(settings, bus, clock, metrics)` makes."""
+    settings = load_or_explain(settings_cls, args.config, role)
+    if settings is None:
+        return 2
+    return serve(role, settings, lambda bus, clock, metrics: build(settings, bus, clock, metrics), args.log_level)
 
 
 def load_or_explain(cls: type[S], path: Path, role: str) -> S | None:
