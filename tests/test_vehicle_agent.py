@@ -108,8 +108,9 @@ class Rig:
         self.broker = broker or MemoryBroker()
         self.learner = FakeLearner()
         self.policy = FakePolicy()
-        self.settings = EdgeSettings(id="veh1", state_dir=state, tasks=[EdgeTaskConfig(name="t1", task_type="sentence")],
-                                     local_steps=STEPS, status_interval_s=5.0, p_tx_w=P_TX)
+        task = EdgeTaskConfig(name="t1", task_type="sentence")
+        self.settings = EdgeSettings(id="veh1", state_dir=state, tasks=[task], local_steps=STEPS,
+                                     status_interval_s=5.0, p_tx_w=P_TX)
         self.bus = MemoryBus(self.broker, client)
         self.agent = VehicleAgent(self.settings, self.bus, self.clock, learner_for=lambda task: self.learner,
                                   policy_for=lambda task, ranks: self.policy, meter=object(), cost_model=cost,
@@ -170,7 +171,8 @@ def test_listed_round_gives_one_update_with_the_measured_report_and_the_policy_r
     assert r.rank == 2 and r.steps == STEPS and not r.partial
     assert r.joules == pytest.approx(15.0) and r.energy_source == "rapl" and r.energy_measured is True
     assert r.train_s == pytest.approx(2.0) and r.samples == 40 and r.local_accuracy == pytest.approx(0.6)
-    assert rig.update_tensors[0]["q.lora_A"].shape == (2, D_IN) and rig.update_tensors[0]["q.lora_B"].shape == (D_OUT, 2)
+    sent = rig.update_tensors[0]
+    assert sent["q.lora_A"].shape == (2, D_IN) and sent["q.lora_B"].shape == (D_OUT, 2)
     # the learner started from the announced factors; the policy saw the announced lambda
     init = rig.learner.calls[0]["init"]
     assert torch.equal(init["q"].U, factored["q"].U) and rig.policy.selected_with == [0.5]
