@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edge_agent.data import load_task_dataset, local_heldout, partition, partition_labels
+from edge_agent.data import load_task_dataset, vehicle_data
 from edge_agent.energy.meter import EnergyMeter, Measurement
 from edge_agent.settings import EdgeSettings, EdgeTaskConfig
 from edge_agent.tasks import TaskSpec
@@ -63,22 +63,12 @@ class TaskLearner:
                                   head=head, steps=steps, meter=meter, should_stop=should_stop, seed=seed)
 
 
-def local_split(examples: Sequence[Any], task: EdgeTaskConfig, seed: int) -> tuple[list[Any], list[Any]]:
-    """This vehicle's partition of a dataset and its local held-out part."""
-    if task.num_partitions > 1:
-        labels = partition_labels(examples)
-        parts = partition(labels, task.num_partitions, None, task.dirichlet_alpha, seed)
-        mine = parts[task.partition % task.num_partitions]
-    else:
-        mine = list(range(len(examples)))
-    train_idx, held_idx = local_heldout(mine, task.heldout_fraction, seed)
-    return [examples[i] for i in train_idx], [examples[i] for i in held_idx]
-
-
 def build_learner(settings: EdgeSettings, task: EdgeTaskConfig, trainer: LocalTrainer) -> TaskLearner:
     """Read the task's data (the default offline data or a local file) and keep this vehicle's share."""
     ds = load_task_dataset(task.task_type, task.data, seed=settings.seed)
-    train, held = local_split(ds.train, task, settings.seed)
+    train, held = vehicle_data(ds, task.partition % task.num_partitions, task.num_partitions,
+                               alpha=task.dirichlet_alpha, seed=settings.seed,
+                               heldout_fraction=task.heldout_fraction)
     log.info("task %s: %d local training examples, %d held out", task.name, len(train), len(held))
     return TaskLearner(trainer, TaskSpec(task.name, task.task_type, ds.num_labels), train, held)
 

@@ -49,7 +49,7 @@ class EdgeSettings(AgentSettings):
     tau_ref_s: float = Field(60.0, gt=0, description="reference round latency for the reward")
     local_steps: int = Field(20, ge=1, description="optimiser steps per round")
     batch_size: int = Field(16, ge=1, description="training batch size")
-    lr: float = Field(5e-4, gt=0, description="learning rate")
+    lr: float = Field(2e-3, gt=0, description="learning rate (LoRA and head)")
     max_length: int = Field(64, ge=8, description="max tokens per example")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; unset = torch default")
     wire_dtype: Literal["F32", "F16", "BF16"] = Field("F32", description="dtype of the factors on the wire")

@@ -16,8 +16,7 @@ from cloud_agent.agent import CloudAgent
 from cloud_agent.settings import CloudSettings
 from cloud_agent.tri_feedback import TriFeedbackConfig
 from edge_agent.agent import Fix, VehicleAgent
-from edge_agent.data import TaskDataset, load_task_dataset, partition, partition_labels
-from edge_agent.data.partition import local_heldout
+from edge_agent.data import TaskDataset, load_task_dataset, vehicle_data
 from edge_agent.learner import NoMeter, TaskLearner
 from edge_agent.model import layer_shapes
 from edge_agent.policies import make_policy
@@ -153,15 +152,9 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
     shares: dict[str, tuple[list, list]] = {}
     for t in cfg.tasks:
         vids = members[t.name]
-        if not vids:
-            continue
-        train = datasets[t.name].train
-        labels = partition_labels(train)
-        size = min(cfg.train_per_vehicle, len(train) // len(vids))
-        parts = partition(labels, len(vids), [size] * len(vids), None, cfg.seed)
-        for vid, idx in zip(vids, parts, strict=True):
-            tr_idx, held_idx = local_heldout(idx, 0.2, cfg.seed)
-            shares[vid] = ([train[i] for i in tr_idx], [train[i] for i in held_idx])
+        size = min(cfg.train_per_vehicle, len(datasets[t.name].train) // max(1, len(vids)))
+        for k, vid in enumerate(vids):
+            shares[vid] = vehicle_data(datasets[t.name], k, len(vids), sizes=[size] * len(vids), seed=cfg.seed)
 
     # -- the world: grid or T-Drive trajectories, RSU sites, device profiles ---------------------------
     grid = RoadGrid(nx=cfg.grid_blocks + 1, ny=cfg.grid_blocks + 1, block_m=cfg.block_m)
