@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +17,8 @@ from fedrank.settings import AgentSettings, ConfigError, load_settings
 
 log = logging.getLogger(__name__)
 S = TypeVar("S", bound=AgentSettings)
+CONNECT_WAIT_S = 10.0  # how long start-up waits for the broker before running disconnected (it keeps retrying)
+CONNECT_SLICE_S = 0.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,13 +71,20 @@ def serve(role: str, settings: AgentSettings, make_agent: Callable[[Any, Any, An
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
     notifier = Notifier()
-    try:
-        bus.connect(will=agent.will())
-    except AuthRejected as exc:
-        log.error("broker %s:%s refused our credentials: %s", settings.broker.host, settings.broker.port, exc)
-        return 1
-    except BusError as exc:  # the bus keeps retrying in the background; work starts once it is up
-        log.warning("broker not reachable yet: %s", exc)
+    # Wait for the broker in short slices so that a SIGTERM during the wait is honoured at once.
+    will, give_up = agent.will(), time.monotonic() + CONNECT_WAIT_S
+    while True:
+        try:
+            bus.connect(will=will, timeout=CONNECT_SLICE_S)
+            break
+        except AuthRejected as exc:
+            log.error("broker %s:%s refused our credentials: %s", settings.broker.host, settings.broker.port, exc)
+            return 1
+        except BusError as exc:  # the bus keeps retrying in the background; work starts once it is up
+            will = None  # already set on the client
+            if stop.is_set() or time.monotonic() >= give_up:
+                log.warning("broker not reachable yet: %s", exc)
+                break
     notifier.ready(f"{role} {settings.id} connected={bus.connected}")
     log.info("%s %s running", role, settings.id)
     try:
