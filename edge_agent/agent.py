@@ -104,6 +104,7 @@ class VehicleAgent(Agent):
         cost_model: CostModel | None = None,
         position: PositionSource | None = None,
         topics: Topics | None = None,
+        metrics: Any = None,
     ) -> None:
         super().__init__(clock)
         self.s = settings
@@ -116,6 +117,9 @@ class VehicleAgent(Agent):
         self.cost_model = cost_model
         self.position = position
         self.tasks = {t.name: t for t in settings.tasks}
+        from fedrank.metrics import NullMetrics
+
+        self.metrics = metrics or NullMetrics()
         self.state_dir = Path(settings.state_dir)
         self._state_file = self.state_dir / "vehicle.json"
         self._policies: dict[str, Any] = {}
@@ -144,6 +148,9 @@ class VehicleAgent(Agent):
         self.interrupt.set()
         self.bus.publish(self.topics.status(Role.VEHICLE, self.id), self._status("offline").model_dump_json().encode(),
                          qos=1, retain=True)
+
+    def interrupt_work(self) -> None:
+        self.interrupt.set()
 
     def _command_arrived(self, d: Delivery) -> None:
         """Transport thread: a command must be able to stop training that is running now."""
@@ -184,6 +191,7 @@ class VehicleAgent(Agent):
 
     def _reject(self, topic: str, reason: str, detail: str = "") -> None:
         self._count(f"rejected_{reason}")
+        self.metrics.message_rejected(reason)
         log.warning("rejected message on %s: %s %s", topic, reason, detail)
 
     def _count(self, key: str) -> None:
@@ -213,6 +221,8 @@ class VehicleAgent(Agent):
             init, head = None, split_head(tensors)[1]
         ranks = [r for r in msg.ranks if self.s.max_rank is None or r <= self.s.max_rank] or [min(msg.ranks)]
         rank = int(self._policy(msg.task, ranks).select(msg.lam))
+        self.metrics.rank_chosen(msg.task, rank)
+        self.metrics.set_lambda(msg.task, msg.lam)
         self.done_rounds[key] = msg.round
         self._persist()
         self._begin(Job(rsu=rsu, task=msg.task, round=msg.round, rank=rank, alpha=msg.lora_alpha, lam=msg.lam,

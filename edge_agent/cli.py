@@ -81,7 +81,7 @@ def build_agent(settings: EdgeSettings, bus, clock, metrics=None):
     from edge_agent.learner import SpanMeter
 
     return VehicleAgent(settings, bus, clock, learner_for=learner_for, policy_for=policy_for,
-                        meter=SpanMeter(meter), position=position_source(settings.position))
+                        meter=SpanMeter(meter), position=position_source(settings.position), metrics=metrics)
 
 
 def run(args: argparse.Namespace) -> int:

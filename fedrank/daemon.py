@@ -68,8 +68,13 @@ def serve(role: str, settings: AgentSettings, make_agent: Callable[[Any, Any, An
     bus = MqttBus(settings.broker, settings.broker.client_id or settings.id)
     agent = make_agent(bus, WallClock(), metrics)
     stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+        agent.interrupt_work()  # long work (training) stops at its next safe point
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: stop.set())
+        signal.signal(sig, on_signal)
     notifier = Notifier()
     # Wait for the broker in short slices so that a SIGTERM during the wait is honoured at once.
     will, give_up = agent.will(), time.monotonic() + CONNECT_WAIT_S
@@ -87,8 +92,17 @@ def serve(role: str, settings: AgentSettings, make_agent: Callable[[Any, Any, An
                 break
     notifier.ready(f"{role} {settings.id} connected={bus.connected}")
     log.info("%s %s running", role, settings.id)
+    attempts = [getattr(bus, "attempts", 0)]
+
+    def on_idle() -> None:
+        notifier.tick()
+        now = getattr(bus, "attempts", 0)
+        for _ in range(now - attempts[0]):  # each connection attempt after the first is a reconnect
+            metrics.broker_reconnect()
+        attempts[0] = now
+
     try:
-        run_forever(agent, stop, on_idle=notifier.tick)
+        run_forever(agent, stop, on_idle=on_idle)
     finally:
         notifier.stopping(f"{role} {settings.id} stopping")
         bus.close()

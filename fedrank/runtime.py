@@ -114,6 +114,10 @@ class Agent(ABC):
     def next_deadline(self) -> float | None:
         return self.timers.next_due()
 
+    def interrupt_work(self) -> None:
+        """Ask long-running work to stop at its next safe point; called from a signal handler."""
+        return  # agents without long work have nothing to interrupt
+
     @abstractmethod
     def stop(self) -> None:
         """Finish or abandon the current step, publish offline status."""
