@@ -8,13 +8,11 @@ import logging
 from pathlib import Path
 
 from edge_agent.settings import EdgeSettings, PositionConfig
+from fedrank.daemon import add_arguments
+
+__all__ = ["add_arguments", "build_agent", "position_source", "run"]
 
 log = logging.getLogger("edge_agent")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, required=True, help="TOML settings file (FEDRANK_* env overrides)")
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ... (default: the config's)")
 
 
 def position_source(cfg: PositionConfig):  # -> PositionSource | None
@@ -85,10 +83,6 @@ def build_agent(settings: EdgeSettings, bus, clock, metrics=None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from fedrank.daemon import load_or_explain, serve
+    from fedrank.daemon import run_daemon
 
-    settings = load_or_explain(EdgeSettings, args.config, "edge")
-    if settings is None:
-        return 2
-    return serve("edge", settings, lambda bus, clock, metrics: build_agent(settings, bus, clock, metrics),
-                 args.log_level)
+    return run_daemon(args, "edge", EdgeSettings, build_agent)
