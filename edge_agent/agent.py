@@ -262,16 +262,25 @@ class VehicleAgent(Agent):
         job = self.job
         if job is None or job.token != token or job.state != "training":
             return  # cancelled or already cut short by a command
-        self._train(job, job.steps, should_stop=None)
-        self._publish(job)
+        if self._train(job, job.steps, should_stop=None):
+            self._publish(job)
 
-    def _train(self, job: Job, steps: int, should_stop: Callable[[], bool] | None) -> None:
-        learner = self.learner_for(job.task)
-        job.result = learner.train(rank=job.rank, alpha=job.alpha, init=job.init, head=job.head, steps=steps,
-                                   meter=self.meter, should_stop=should_stop, seed=self.s.seed + job.round)
+    def _train(self, job: Job, steps: int, should_stop: Callable[[], bool] | None) -> bool:
+        """Train the job; False when training failed (the round is given up, the vehicle is free again)."""
+        try:
+            learner = self.learner_for(job.task)
+            job.result = learner.train(rank=job.rank, alpha=job.alpha, init=job.init, head=job.head, steps=steps,
+                                       meter=self.meter, should_stop=should_stop, seed=self.s.seed + job.round)
+        except Exception as exc:  # e.g. factors that do not fit our model: without this the vehicle stays busy
+            self._count(f"train_failed_{type(exc).__name__}")
+            log.error("round %s/%s from %s: training failed, round given up: %s", job.task, job.round, job.rsu, exc,
+                      extra={"task": job.task, "round": job.round})
+            job.result, job.state, job.token = None, "done", -1
+            return False
         if steps < job.steps and not job.result.partial:
             job.result.partial = True
         job.state = "trained"
+        return True
 
     # -- fault tolerance (PAPER.md section 6) --------------------------------------------------------
     def _on_command(self, cmd: FaultCommand, rsu: str) -> None:
@@ -294,7 +303,8 @@ class VehicleAgent(Agent):
             steps = max(1, round(f * job.steps))
             job.modelled_train = ModelledCost(job.modelled_train.seconds * f, job.modelled_train.joules * f,
                                               job.modelled_train.source)
-            self._train(job, steps, should_stop=None)
+            if not self._train(job, steps, should_stop=None):
+                return
             job.result.partial = True
         self._publish(job)
 
