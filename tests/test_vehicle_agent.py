@@ -53,10 +53,15 @@ class FakeLearner:
     calls: list[dict[str, Any]] = field(default_factory=list)
     during_step: Any = None  # called after step 1 (a test publishes a command from here)
     num_train: int = 40
+    fail_next: Exception | None = None
+
 
     def train(self, *, rank: int, alpha: float, init: Any, head: Any, steps: int, meter: Any, should_stop: Any,
               seed: int) -> FakeResult:
         self.calls.append(dict(rank=rank, alpha=alpha, init=init, head=head, steps=steps, seed=seed))
+        if self.fail_next is not None:
+            exc, self.fail_next = self.fail_next, None
+            raise exc
         done = 0
         for _ in range(steps):
             done += 1
@@ -243,6 +248,20 @@ def test_command_during_field_training_stops_it_and_early_upload_sends_the_parti
     r = rig.updates[0].report
     assert r.partial and r.steps == 1 and r.joules == pytest.approx(1.5)
     assert rig.agent.counters["command_early_upload"] == 1
+
+
+@pytest.mark.parametrize("modelled", [False, True])
+def test_failed_training_gives_up_that_round_and_leaves_the_vehicle_free(tmp_path: Path, modelled: bool) -> None:
+    rig = Rig(tmp_path, cost=FakeCost() if modelled else None)
+    rig.learner.fail_next = ValueError("layers ['x'] do not match targets")  # e.g. an RSU set up for another model
+    rig.announce(0)
+    rig.advance(20.0)
+    assert rig.updates == [] and rig.agent.counters["train_failed_ValueError"] == 1
+    rig.advance(25.0)  # next status
+    assert rig.status[-1].busy is False
+    rig.announce(1, deadline=200.0)
+    rig.advance(40.0)
+    assert [u.round for u in rig.updates] == [1]
 
 
 # -- rounds in the fleet (modelled) -----------------------------------------------------------------
