@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge_agent.data import load_task_dataset, vehicle_data
 from edge_agent.energy.meter import EnergyMeter, Measurement
 from edge_agent.settings import EdgeSettings, EdgeTaskConfig
-from edge_agent.tasks import TaskSpec
-from edge_agent.trainer import LocalTrainer, TrainResult
+
+if TYPE_CHECKING:  # the daemon imports SpanMeter at start: torch, transformers and peft wait for the first round
+    from edge_agent.tasks import TaskSpec
+    from edge_agent.trainer import LocalTrainer, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ class TaskLearner:
 
 def build_learner(settings: EdgeSettings, task: EdgeTaskConfig, trainer: LocalTrainer) -> TaskLearner:
     """Read the task's data (the default offline data or a local file) and keep this vehicle's share."""
+    from edge_agent.data import load_task_dataset, vehicle_data
+    from edge_agent.tasks import TaskSpec
+
     ds = load_task_dataset(task.task_type, task.data, seed=settings.seed)
     train, held = vehicle_data(ds, task.partition % task.num_partitions, task.num_partitions,
                                alpha=task.dirichlet_alpha, seed=settings.seed,
@@ -74,5 +78,7 @@ def build_learner(settings: EdgeSettings, task: EdgeTaskConfig, trainer: LocalTr
 
 
 def make_trainer(settings: EdgeSettings) -> LocalTrainer:
+    from edge_agent.trainer import LocalTrainer
+
     return LocalTrainer(settings.model_dir, targets=settings.targets, max_length=settings.max_length,
                         batch_size=settings.batch_size, lr=settings.lr, threads=settings.threads)
