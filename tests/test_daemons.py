@@ -157,7 +157,8 @@ def test_bad_edge_config_exits_2_with_one_line_naming_the_field(tmp_path: Path, 
     assert len(lines) == 1 and "local_steps" in lines[0] and "bad.toml" in lines[0], res.stderr
 
 
-def test_edge_daemon_keeps_retrying_a_down_broker_and_stops_on_sigterm(tmp_path: Path, tiny_model: Path) -> None:
+def test_idle_edge_daemon_retries_a_down_broker_without_torch_and_stops_on_sigterm(tmp_path: Path,
+                                                                                   tiny_model: Path) -> None:
     port = free_port()  # nothing listens here
     cfg = write(tmp_path / "veh.toml", edge_doc("veh1", tmp_path / "state", port, tiny_model, 0.0))
     log = tmp_path / "veh.log"
@@ -165,6 +166,8 @@ def test_edge_daemon_keeps_retrying_a_down_broker_and_stops_on_sigterm(tmp_path:
     try:
         time.sleep(4.0)
         assert proc.poll() is None, log.read_text()
+        # idle before its first round: torch is not loaded yet (it loads with the first round's training)
+        assert "libtorch" not in Path(f"/proc/{proc.pid}/maps").read_text()
     finally:
         asked = time.monotonic()
         codes = stop({"veh": proc})
