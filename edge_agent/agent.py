@@ -28,6 +28,7 @@ from proto.messages import (
     Handoff,
     Position,
     RoundAnnouncement,
+    RoundRef,
     UpdateReport,
     VehicleUpdate,
     Velocity,
@@ -160,17 +161,20 @@ class VehicleAgent(Agent):
     # -- status ---------------------------------------------------------------------------------------
     def _status(self, state: str) -> AgentStatus:
         fix = self.position(self.clock.now()) if self.position else None
+        busy = self.job is not None and self.job.state != "done"
         return AgentStatus(
             sender=self.id, sent_at=self.clock.now(), seq=self._next_seq(), role="vehicle", state=state,
-            tasks=sorted(self.tasks), busy=self.job is not None and self.job.state != "done",
+            tasks=sorted(self.tasks), busy=busy,
+            working_on=RoundRef(rsu=self.job.rsu, task=self.job.task, round=self.job.round) if busy else None,
             position=Position(x=fix.x, y=fix.y) if fix else None,
             velocity=Velocity(vx=fix.vx, vy=fix.vy) if fix else None,
         )
 
-    def _publish_status(self) -> None:
+    def _publish_status(self, periodic: bool = True) -> None:
         self.bus.publish(self.topics.status(Role.VEHICLE, self.id), self._status("online").model_dump_json().encode(),
                          qos=1, retain=True)
-        self.timers.schedule(self.clock.now() + self.s.status_interval_s, self._publish_status)
+        if periodic:
+            self.timers.schedule(self.clock.now() + self.s.status_interval_s, self._publish_status)
 
     # -- inbox ----------------------------------------------------------------------------------------
     def on_delivery(self, d: Delivery) -> None:
@@ -211,6 +215,7 @@ class VehicleAgent(Agent):
             self._count("round_while_busy")
             log.info("round %s/%s from %s skipped: busy with %s/%s", msg.task, msg.round, rsu, self.job.task,
                      self.job.round)
+            self._publish_status(periodic=False)  # says what we are busy with, so that RSU stops waiting for us
             return
         if msg.deadline <= self.clock.now():
             self._count("round_past_deadline")

@@ -49,6 +49,14 @@ class Velocity(WireModel):
     vy: Finite
 
 
+class RoundRef(WireModel):
+    """Which round a vehicle is busy with."""
+
+    rsu: Id
+    task: Id
+    round: int = Field(ge=0)
+
+
 class AgentStatus(Message):
     """Retained per agent; the broker publishes `state=offline` as the will on an unclean drop."""
 
@@ -61,6 +69,7 @@ class AgentStatus(Message):
     velocity: Velocity | None = None
     rsu: Id | None = None  # vehicles: the RSU whose coverage it is in, when known
     busy: bool = False  # vehicles: training now
+    working_on: RoundRef | None = None  # vehicles: the round they are busy with (an RSU stops waiting on others)
     detail: str = ""
 
 

@@ -170,7 +170,17 @@ class RsuAgent(Agent):
                 if tr.drop(msg.sender):
                     log.info("task %s: %s went offline; dropped from the round", name, msg.sender)
                     self._maybe_close(name)
-        elif self.s.fault_tolerance and msg.position is not None and msg.velocity is not None:
+            return
+        busy_with = msg.working_on
+        for name, tr in self.tasks.items():
+            p = tr.pending
+            if (busy_with is not None and p is not None
+                    and (busy_with.rsu, busy_with.task, busy_with.round) != (self.id, name, p.round)
+                    and tr.drop(msg.sender)):
+                log.info("task %s round %d: %s is busy with %s/%s/%d; dropped from the round", name, p.round,
+                         msg.sender, busy_with.rsu, busy_with.task, busy_with.round)
+                self._maybe_close(name)
+        if self.s.fault_tolerance and msg.position is not None and msg.velocity is not None:
             for name in self.tasks:
                 self._check_leaving(name, msg)
 
