@@ -32,26 +32,35 @@ class SurrogateResult:
 
 
 class SurrogateLearner:
-    """q(n, eta) = q0 + (q_max(eta) - q0) * (1 - exp(-n / n_half(eta))), deterministic per seed."""
+    """q(n, eta) = q0 + (q_max(eta) - q0) * (1 - exp(-n / n_half(eta))), deterministic per seed.
 
-    def __init__(self, layers: dict[str, tuple[int, int]], num_train: int, batch_size: int, q0: float = 0.5,
-                 q_cap: float = 0.92, seed: int = 0) -> None:
+    `n` counts the samples every vehicle of the task has trained on (`progress` is shared by them), as the
+    federated global model would: a larger fleet learns faster.
+    """
+
+    def __init__(self, layers: dict[str, tuple[int, int]], num_train: int, batch_size: int, task: str,
+                 progress: dict[str, int], q0: float = 0.5, q_cap: float = 0.92, seed: int = 0) -> None:
         self.layers = layers
         self.num_train = num_train
         self.batch_size = batch_size
+        self.task = task
+        self.progress = progress
         self.q0, self.q_cap = q0, q_cap
-        self.seen = 0
         self.seed = seed
+
+    @property
+    def seen(self) -> int:
+        return self.progress.get(self.task, 0)
 
     def accuracy(self, rank: int) -> float:
         q_max = self.q_cap - 0.08 / math.sqrt(rank)  # more rank, higher ceiling
-        n_half = 600.0 * (1 + math.log2(rank) / 5)  # ... but slower to get there
+        n_half = 2000.0 * (1 + math.log2(rank) / 5)  # ... but slower to get there
         return self.q0 + (q_max - self.q0) * (1 - math.exp(-self.seen / n_half))
 
     def train(self, *, rank: int, alpha: float, init: object, head: object, steps: int, meter: object,
               should_stop: object, seed: int) -> SurrogateResult:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + seed)
-        self.seen += steps * self.batch_size
+        self.progress[self.task] = self.seen + steps * self.batch_size
         factors = {n: LoraFactors(A=torch.randn(rank, d_in, generator=gen) * 1e-3,
                                   B=torch.randn(d_out, rank, generator=gen) * 1e-3)
                    for n, (d_out, d_in) in self.layers.items()}

@@ -211,6 +211,7 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
                                          status_interval_s=cfg.status_interval_s, join_wait_s=cfg.status_interval_s),
                              MemoryBus(broker, rid), clock, topics))
     vehicles = []
+    surrogate_progress: dict[str, int] = {}  # task -> samples trained by all its vehicles (surrogate only)
     for vid in vids:
         t = task_of[vid]
         dev = devices[vid]
@@ -222,7 +223,8 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
                          tau_ref_s=cfg.round_timeout_s)
         learner: TaskLearner | SurrogateLearner = TaskLearner(trainer, specs[t.name], *shares[vid])
         if cfg.learner == "surrogate":
-            learner = SurrogateLearner(layers, len(shares[vid][0]), cfg.batch_size, seed=cfg.seed + len(vehicles))
+            learner = SurrogateLearner(layers, len(shares[vid][0]), cfg.batch_size, t.name, surrogate_progress,
+                                       seed=cfg.seed + len(vehicles))
 
         def policy_for(task: str, ranks: list[int], s: EdgeSettings = s, dev: DeviceProfile = dev):
             return make_policy(s.rank_policy, ranks, rank=s.fixed_rank if s.rank_policy == "fixed" else None,
