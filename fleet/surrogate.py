@@ -9,26 +9,12 @@ with rank, so a rank trade-off exists for the bandit to find.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 
 from edge_agent.energy.meter import Measurement
+from edge_agent.trainer import TrainResult
 from proto.adapter import LoraFactors
-
-
-@dataclass
-class SurrogateResult:
-    layers: dict[str, LoraFactors]
-    head: dict[str, torch.Tensor]
-    samples: int
-    loss: float
-    local_accuracy: float
-    train_s: float
-    energy: Measurement
-    steps: int
-    partial: bool
-    local_metrics: dict[str, float] = field(default_factory=dict)
 
 
 class SurrogateLearner:
@@ -58,13 +44,13 @@ class SurrogateLearner:
         return self.q0 + (q_max - self.q0) * (1 - math.exp(-self.seen / n_half))
 
     def train(self, *, rank: int, alpha: float, init: object, head: object, steps: int, meter: object,
-              should_stop: object, seed: int) -> SurrogateResult:
+              should_stop: object, seed: int) -> TrainResult:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + seed)
         self.progress[self.task] = self.seen + steps * self.batch_size
         factors = {n: LoraFactors(A=torch.randn(rank, d_in, generator=gen) * 1e-3,
                                   B=torch.randn(d_out, rank, generator=gen) * 1e-3)
                    for n, (d_out, d_in) in self.layers.items()}
         q = self.accuracy(rank)
-        return SurrogateResult(layers=factors, head=dict(head) if isinstance(head, dict) else {},
+        return TrainResult(layers=factors, head=dict(head) if isinstance(head, dict) else {},
                                samples=self.num_train, loss=max(0.0, 1.0 - q), local_accuracy=q, train_s=0.0,
                                energy=Measurement(0.0, 0.0, "none", (), False), steps=steps, partial=False)
