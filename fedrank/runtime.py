@@ -109,7 +109,7 @@ class Agent(ABC):
     def on_tick(self) -> None:
         """Run the timers that are due; agents may override to add periodic work."""
         for cb in self.timers.pop_due(self.clock.now()):
-            cb()
+            self._safe(cb)  # one failing timer does not cost the others due at the same instant
 
     def next_deadline(self) -> float | None:
         return self.timers.next_due()

@@ -162,8 +162,10 @@ class RsuAgent(Agent):
     def _on_status(self, msg: Message) -> None:
         assert isinstance(msg, AgentStatus)
         old = self.vehicles.get(msg.sender)
-        if old is not None and msg.sent_at < old.status.sent_at:
-            return  # an older status overtaken by a newer one
+        # An older status overtaken by a newer one changes nothing, except the will: the broker sends it with
+        # the time the vehicle connected, which is older than every status the vehicle sent since.
+        if old is not None and msg.sent_at < old.status.sent_at and msg.state != "offline":
+            return
         self.vehicles[msg.sender] = _Vehicle(msg, self.clock.now())
         if msg.state == "offline":
             for name, tr in self.tasks.items():
@@ -227,8 +229,10 @@ class RsuAgent(Agent):
         return {v for name, tr in self.tasks.items() if name != except_task for v in tr.waiting()}
 
     def _free(self, vid: str, v: _Vehicle) -> bool:
-        """Online and not reporting busy since its last update to us."""
+        """Online, heard from recently, and not reporting busy since its last update to us."""
         st = v.status
+        if self.clock.now() - v.seen_at > self.s.vehicle_silence_s:
+            return False  # a vehicle that went quiet without a will (power loss, broker lost it) is not invited
         return st.state == "online" and not (st.busy and v.seen_at > self._delivered_at.get(vid, -math.inf))
 
     def _inside(self, st: AgentStatus) -> bool:

@@ -273,7 +273,8 @@ class TaskRounds:
             budget_j=p.budget_j, lam=self.meta.lam, violation_j=self.meta.violation_j,
             accuracy=min(1.0, max(0.0, self.meta.last_accuracy or 0.0)), loss=max(0.0, self.meta.last_loss or 0.0),
             ranks=[r.rank for r in reports] if not note else [], participants=len(p.participants),
-            updates=0 if note else len(counted), energy_measured=all(r.energy_measured for r in reports),
+            updates=0 if note else len(counted),
+            energy_measured=bool(reports) and all(r.energy_measured for r in reports),
         )
         record = RoundRecord(
             task=self.cfg.name, round=p.round, lam=self.meta.lam, lam_announced=lam_before, energy_j=energy,

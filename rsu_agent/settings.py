@@ -71,6 +71,9 @@ class RsuSettings(AgentSettings):
     tasks: list[RsuTaskConfig] = Field(min_length=1, description="tasks this RSU runs rounds for")
     ft: FtWeights = Field(default_factory=FtWeights, description="fault-tolerance cost weights (PAPER.md section 6)")
     fault_tolerance: bool = Field(True, description="decide early upload / migrate / abandon for leaving vehicles")
+    vehicle_silence_s: float = Field(
+        120.0, gt=0, description="a vehicle whose last status is older than this is not invited to rounds"
+    )
     round_time_ema: float = Field(
         0.3, gt=0, le=1, description="weight of the newest report in the moving average of vehicle round time"
     )
