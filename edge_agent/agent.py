@@ -19,9 +19,9 @@ from edge_agent.settings import EdgeSettings
 from edge_agent.work import CostModel, ModelledCost
 from fedrank.runtime import Agent, Clock
 from fedrank.state import atomic_write_json, read_json
-from proto.bus import Bus, Delivery, Will
-from proto.codec import decode, encode
-from proto.errors import WireError
+from proto.bus import Bus, BusError, Delivery, Will
+from proto.codec import decode, decode_header, encode
+from proto.errors import PayloadRejected, WireError
 from proto.messages import (
     AgentStatus,
     FaultCommand,
@@ -131,6 +131,7 @@ class VehicleAgent(Agent):
         self.history: list[dict] = []  # one record per published update, read by the fleet
         self.interrupt = threading.Event()  # set from the transport thread so training stops at a safe point
         self._job_tokens = 0
+        self._next_status_at = 0.0
         self._last_upload_s = 0.0
         self._restore()
 
@@ -154,8 +155,15 @@ class VehicleAgent(Agent):
         self.interrupt.set()
 
     def _command_arrived(self, d: Delivery) -> None:
-        """Transport thread: a command must be able to stop training that is running now."""
-        self.interrupt.set()
+        """Transport thread: a command about the round being trained must stop it at the next step."""
+        job = self.job
+        try:
+            cmd = decode(d.payload, FaultCommand, self.s.broker.max_payload_bytes).msg
+            if job is not None and (cmd.sender, cmd.task, cmd.round, cmd.vehicle) == (job.rsu, job.task, job.round,
+                                                                                    self.id):
+                self.interrupt.set()
+        except WireError:
+            pass  # the agent's thread decodes it again, then counts and logs the reason
         self.inbox._q.put(d)
 
     # -- status ---------------------------------------------------------------------------------------
@@ -164,34 +172,70 @@ class VehicleAgent(Agent):
         busy = self.job is not None and self.job.state != "done"
         return AgentStatus(
             sender=self.id, sent_at=self.clock.now(), seq=self._next_seq(), role="vehicle", state=state,
-            tasks=sorted(self.tasks), busy=busy,
+            tasks=sorted(self.tasks), busy=busy, rsu=self.s.rsu,
             working_on=RoundRef(rsu=self.job.rsu, task=self.job.task, round=self.job.round) if busy else None,
             position=Position(x=fix.x, y=fix.y) if fix else None,
             velocity=Velocity(vx=fix.vx, vy=fix.vy) if fix else None,
         )
 
     def _publish_status(self, periodic: bool = True) -> None:
-        self.bus.publish(self.topics.status(Role.VEHICLE, self.id), self._status("online").model_dump_json().encode(),
-                         qos=1, retain=True)
-        if periodic:
+        if periodic:  # scheduled first: a failed publish must not end the status reports
             self.timers.schedule(self.clock.now() + self.s.status_interval_s, self._publish_status)
+        self._next_status_at = self.clock.now() + self.s.status_interval_s
+        try:
+            self.bus.publish(self.topics.status(Role.VEHICLE, self.id),
+                             self._status("online").model_dump_json().encode(), qos=1, retain=True)
+        except BusError as exc:
+            self._count("status_publish_failed")
+            log.warning("status not acknowledged: %s", exc)
+
+    def _training_tick(self) -> bool:
+        """Called between training steps in the field: keep status (position!) and the watchdog going while the
+        agent's thread trains, and say whether to stop."""
+        if self.clock.now() >= self._next_status_at:
+            self._publish_status(periodic=False)
+        if self.heartbeat is not None:
+            self.heartbeat()
+        return self.interrupt.is_set()
 
     # -- inbox ----------------------------------------------------------------------------------------
     def on_delivery(self, d: Delivery) -> None:
         try:
             info = self.topics.parse(d.topic)
+            limit = self.s.broker.max_payload_bytes
             if info.channel is Channel.ROUND:
-                dec = decode(d.payload, RoundAnnouncement, self.s.broker.max_payload_bytes)
-                self._on_round(dec.msg, dec.tensors, info.sender)
+                # The header decides whether the round concerns us; only then are the tensors (and torch) loaded.
+                head = decode_header(d.payload, RoundAnnouncement, limit)
+                self._match_topic(head.sender, head.task, info.sender, info.task)
+                if self._wants_round(head, info.sender):
+                    dec = decode(d.payload, RoundAnnouncement, limit)
+                    self._on_round(dec.msg, dec.tensors, info.sender)
             elif info.channel is Channel.COMMAND:
-                self._on_command(decode(d.payload, FaultCommand, self.s.broker.max_payload_bytes).msg, info.sender)
+                cmd = decode(d.payload, FaultCommand, limit).msg
+                self._match_topic(cmd.sender, cmd.vehicle, info.sender, info.target)
+                self._on_command(cmd, info.sender)
             elif info.channel is Channel.HANDOFF:
-                dec = decode(d.payload, Handoff, self.s.broker.max_payload_bytes)
+                dec = decode(d.payload, Handoff, limit)
+                self._match_topic(dec.msg.sender, dec.msg.vehicle, info.sender, info.target)
                 self._on_handoff(dec.msg, dec.tensors)
             else:
                 self._reject(d.topic, "unexpected_topic")
         except WireError as exc:
             self._reject(d.topic, exc.reason, exc.detail)
+
+    @staticmethod
+    def _match_topic(sender: str, subject: str, topic_sender: str, topic_subject: str | None) -> None:
+        """A message must say what its topic says (who sent it, and which task or vehicle it is about)."""
+        if (sender, subject) != (topic_sender, topic_subject):
+            raise PayloadRejected("topic_mismatch", f"{sender}/{subject} on a topic of {topic_sender}/{topic_subject}")
+
+    def _wants_round(self, msg: RoundAnnouncement, rsu: str) -> bool:
+        if msg.task not in self.tasks or self.id not in msg.participants:
+            return False
+        if self.done_rounds.get(f"{rsu}/{msg.task}", -1) >= msg.round:
+            self._count("round_seen_before")  # a retained copy or a redelivery changes nothing
+            return False
+        return True
 
     def _reject(self, topic: str, reason: str, detail: str = "") -> None:
         self._count(f"rejected_{reason}")
@@ -248,7 +292,8 @@ class VehicleAgent(Agent):
                  extra={"task": job.task, "round": job.round})
         if self.cost_model is None:
             self.interrupt.clear()
-            self._train(job, job.steps, should_stop=self.interrupt.is_set)
+            self._publish_status(periodic=False)  # busy with this round, from now
+            self._train(job, job.steps, should_stop=self._training_tick)
             if job.result is not None and not job.result.partial:
                 self._publish(job)
             # else: a command interrupted training; it is in the inbox and decides what happens next
@@ -363,17 +408,28 @@ class VehicleAgent(Agent):
         payload = encode(self._update(job, joules, source, measured, train_s, up_s, wall), tensors,
                          self.s.wire_dtype)
         topic = self.topics.update(self.id, job.rsu, job.task)
+        job.state = "done"  # whatever the link does next, this round's work is over
         if self.cost_model is not None:
-            self.timers.schedule(self.clock.now() + up_s, lambda: self.bus.publish(topic, payload, qos=1))
+            self.timers.schedule(self.clock.now() + up_s, lambda: self._send(topic, payload, job))
         else:
             t0 = self.clock.now()
-            self.bus.publish(topic, payload, qos=1)
-            self._last_upload_s = max(0.0, self.clock.now() - t0)
-        job.state = "done"
+            if self._send(topic, payload, job):
+                self._last_upload_s = max(0.0, self.clock.now() - t0)
         self._learn(job, joules, wall)
         self.history.append({"task": job.task, "round": job.round, "rank": job.rank, "joules": joules,
                              "energy_source": source, "wall_s": wall, "local_accuracy": res.local_accuracy,
                              "partial": bool(res.partial), "migrated_from": job.migrated_from, "bytes": len(payload)})
+
+    def _send(self, topic: str, payload: bytes, job: Job) -> bool:
+        """Publish an update; a broker that does not acknowledge in time is logged (paho keeps the message queued)."""
+        try:
+            self.bus.publish(topic, payload, qos=1)
+            return True
+        except BusError as exc:
+            self._count("update_publish_failed")
+            log.error("round %s/%s: update not acknowledged (%s); the transport keeps it queued", job.task,
+                      job.round, exc, extra={"task": job.task, "round": job.round})
+            return False
 
     def _update(self, job: Job, joules: float, source: str, measured: bool, train_s: float, up_s: float,
                 wall: float) -> VehicleUpdate:

@@ -51,6 +51,8 @@ def build_agent(settings: EdgeSettings, bus, clock, metrics=None):
     from edge_agent.energy.detect import detect_meter
     from edge_agent.policies import make_policy
 
+    if settings.position.kind == "none" and settings.rsu is None:
+        log.warning("no position source and no `rsu` configured: no RSU will count this vehicle as in coverage")
     meter = detect_meter(settings.energy)
     meter.open()
     log.info("energy meter: %s (measured=%s)%s", meter.source, meter.measured,

@@ -54,6 +54,10 @@ class EdgeSettings(AgentSettings):
     threads: int | None = Field(None, ge=1, description="torch CPU threads; unset = torch default")
     wire_dtype: Literal["F32", "F16", "BF16"] = Field("F32", description="dtype of the factors on the wire")
     seed: int = Field(0, description="seed for data partitioning and adapter init")
+    rsu: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+        description="the RSU this vehicle works with when it has no position source (a fixed roadside install)",
+    )
     position: PositionConfig = Field(default_factory=PositionConfig, description="position source")
     energy: EnergyConfig = Field(default_factory=EnergyConfig, description="energy metering")
     p_tx_w: float = Field(0.2, ge=0, description="radio transmit power (W); upload energy = p_tx * upload time")

@@ -76,6 +76,7 @@ def serve(role: str, settings: AgentSettings, make_agent: Callable[[Any, Any, An
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     notifier = Notifier()
+    agent.heartbeat = notifier.tick  # long work (training) keeps the systemd watchdog fed
     # Wait for the broker in short slices so that a SIGTERM during the wait is honoured at once.
     will, give_up = agent.will(), time.monotonic() + CONNECT_WAIT_S
     while True:

@@ -97,6 +97,7 @@ class Agent(ABC):
         self.clock = clock
         self.inbox = Inbox()
         self.timers = Timers()
+        self.heartbeat: Callable[[], object] | None = None  # the daemon's watchdog ping, for long work
 
     @abstractmethod
     def start(self) -> None:

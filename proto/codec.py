@@ -137,7 +137,22 @@ def _looks_like_safetensors(payload: bytes) -> bool:
     return len(payload) >= 9 and payload[3:8] == b"\0" * 5 and payload[8:9] == b"{"
 
 
-def _decode_tensor_message(payload: bytes, expected: type[Message] | None) -> Decoded:
+def decode_header(payload: bytes, expected: type[M], max_bytes: int = DEFAULT_MAX_BYTES) -> M:
+    """The validated header of a tensor message, without loading its tensors (nor torch).
+
+    Lets a receiver decide whether a message concerns it before paying for the tensors; `decode` still checks
+    everything (tensor declarations, dtypes, shapes, finiteness) when it does.
+    """
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise PayloadRejected("bad_payload", f"payload is {type(payload).__name__}, not bytes")
+    payload = bytes(payload)
+    if len(payload) > max_bytes:
+        raise PayloadRejected("too_large", f"{len(payload)} bytes > limit {max_bytes}")
+    msg, _ = _tensor_header(payload, expected)
+    return msg  # type: ignore[return-value]
+
+
+def _tensor_header(payload: bytes, expected: type[Message] | None) -> tuple[TensorMessage, dict]:
     raw_header = _safetensors_header(payload)
     meta = raw_header.get("__metadata__")
     if not isinstance(meta, dict) or not isinstance(meta.get(META_KEY), str):
@@ -149,6 +164,11 @@ def _decode_tensor_message(payload: bytes, expected: type[Message] | None) -> De
     msg = _validate_header(header_obj, expected)
     if not isinstance(msg, TensorMessage):
         raise PayloadRejected("bad_encoding", f"{msg.KIND} must travel as JSON, not safetensors")
+    return msg, raw_header
+
+
+def _decode_tensor_message(payload: bytes, expected: type[Message] | None) -> Decoded:
+    msg, raw_header = _tensor_header(payload, expected)
     entries = {k: v for k, v in raw_header.items() if k != "__metadata__"}
     if set(entries) != set(msg.tensors):
         missing = sorted(set(msg.tensors) - set(entries))[:3]
