@@ -42,10 +42,12 @@ def _line_plot(series: dict[str, list[tuple[int, float]]], title: str, ylabel: s
     plt.close(fig)
 
 
-def plot_run(records: list[dict[str, Any]], summary: dict[str, Any], out: Path) -> list[Path]:
+def plot_run(records: list[dict[str, Any]], summary: dict[str, Any], out: Path,
+             surrogate: bool = False) -> list[Path]:
     paths = [out / n for n in ("accuracy.png", "lambda.png", "energy.png", "ranks.png", "latency.png")]
-    _line_plot(_series(records, "accuracy"), "global model accuracy per task (measured on the test split)",
-               "accuracy", paths[0])
+    title = ("accuracy per task (SURROGATE learning curve, not measured)" if surrogate
+             else "global model accuracy per task (measured on the test split)")
+    _line_plot(_series(records, "accuracy"), title, "accuracy", paths[0])
     _line_plot(_series(records, "lam"), "dual price λ per task", "λ", paths[1])
     budget = {f"budget {k}": v for k, v in _series(records, "budget_j").items()}
     _line_plot(_series(records, "energy_j"), "round energy vs budget (modelled)", "J", paths[2], extra=budget)

@@ -22,6 +22,7 @@ import tomli_w
 from rich.console import Console
 
 from fleet.config import FleetConfig
+from fleet.run import fresh_state
 from fleet.world import POLICY_WIRING, resolve_model_dir, rsu_layout
 
 ROUND_TIMEOUT_S = 120.0
@@ -98,6 +99,7 @@ def run_processes(cfg: FleetConfig, out: Path, broker_url: str, console: Console
 
     host, port = parse_broker(broker_url)
     out.mkdir(parents=True, exist_ok=True)
+    fresh_state(out)
     (out / "config.json").write_text(cfg.model_dump_json(indent=2))
     paths = write_configs(cfg, out, host, port)
     stats: list[dict[str, Any]] = []
@@ -135,7 +137,13 @@ def run_processes(cfg: FleetConfig, out: Path, broker_url: str, console: Console
         for p in procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        codes = {aid: p.wait(timeout=60) for aid, p in procs.items()}
+        codes = {}
+        for aid, p in procs.items():
+            try:
+                codes[aid] = p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                codes[aid] = p.wait()
         observer.close()
     with open(out / "metrics.jsonl", "w") as f:
         for s in stats:

@@ -80,6 +80,13 @@ class Recorder:
                 highlight=False, soft_wrap=True)
 
 
+def fresh_state(out: Path) -> None:
+    """Each run starts its agents from nothing: a previous run's state in the same directory would resume it."""
+    import shutil
+
+    shutil.rmtree(out / "state", ignore_errors=True)
+
+
 def done(world: World) -> bool:
     n = world.cfg.rounds
     return all(sum(1 for r in rsu.history if r.task == t.name) >= n for rsu in world.rsus for t in world.cfg.tasks)
@@ -88,6 +95,7 @@ def done(world: World) -> bool:
 def run_fleet(cfg: FleetConfig, out: Path, console: Console | None = None) -> dict[str, Any]:
     """Run one experiment; returns the summary (also written to `out/summary.json`)."""
     out.mkdir(parents=True, exist_ok=True)
+    fresh_state(out)
     (out / "config.json").write_text(cfg.model_dump_json(indent=2))
     world = build_world(cfg, out)
     rec = Recorder(world, out, console)
@@ -102,7 +110,7 @@ def run_fleet(cfg: FleetConfig, out: Path, console: Console | None = None) -> di
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     from fleet.plots import plot_run
 
-    plot_run(rec.records, summary, out)
+    plot_run(rec.records, summary, out, surrogate=cfg.learner == "surrogate")
     if console is not None:
         console.print(summary_table(summary))
     return summary
@@ -154,7 +162,9 @@ def summarise(world: World, records: list[dict[str, Any]], finished: bool) -> di
 def summary_table(summary: dict[str, Any]) -> Table:
     table = Table(title=f"fleet summary: {summary['policy']}")
     table.add_column("task")
-    table.add_column("final accuracy (measured)", justify="right")
+    surrogate = "surrogate" in summary["sources"]["accuracy"]
+    table.add_column("final accuracy (surrogate, not measured)" if surrogate else "final accuracy (measured)",
+                     justify="right")
     table.add_column("majority baseline", justify="right")
     for task, acc in summary["per_task_accuracy"].items():
         table.add_row(task, f"{acc:.3f}", f"{summary['majority_baseline'][task]:.3f}")

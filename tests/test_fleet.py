@@ -67,3 +67,10 @@ def test_surrogate_sweep_is_labelled(tmp_path: Path) -> None:
     assert "surrogate" in summary["sources"]["accuracy"]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows and all("surrogate" in r["accuracy_source"] for r in rows)
+
+
+def test_a_second_run_in_the_same_directory_starts_afresh(tmp_path: Path) -> None:
+    first = run_fleet(small(rounds=1), tmp_path)
+    second = run_fleet(small(rounds=1), tmp_path)
+    assert first["finished"] and second["finished"]
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == first["rounds_recorded"]
