@@ -53,7 +53,7 @@ class TaskWindow:
     task: str
     used_j: float  # U_m
     allocated_j: float  # A_m of the window that just ended
-    accuracy_gain: float  # dq_m, global test accuracy at the end minus at the start of the window
+    accuracy_gain: float  # dq_m over the window; the agent feeds TaskStats.accuracy (vehicles reported, weighted)
 
 
 @dataclass
