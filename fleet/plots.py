@@ -94,7 +94,7 @@ def plot_scalability(sweep: dict[str, dict[int, float]], out: Path) -> Path:
     for policy, pts in sweep.items():
         xs = sorted(pts)
         ax.plot(xs, [pts[x] for x in xs], marker="o", label=policy)
-    ax.set_title("cumulative reward vs number of vehicles (learning-curve surrogate)")
+    ax.set_title("cumulative reward vs number of vehicles\n(learning-curve surrogate, not measured)", fontsize=10)
     ax.set_xlabel("vehicles")
     ax.set_ylabel("cumulative reward")
     ax.grid(alpha=0.3)
