@@ -202,6 +202,8 @@ class VehicleAgent(Agent):
     def on_delivery(self, d: Delivery) -> None:
         try:
             info = self.topics.parse(d.topic)
+            if not d.payload and info.channel is Channel.ROUND:
+                return  # an RSU cleared its retained announcement: the task is finished there
             limit = self.s.broker.max_payload_bytes
             if info.channel is Channel.ROUND:
                 # The header decides whether the round concerns us; only then are the tensors (and torch) loaded.

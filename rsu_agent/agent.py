@@ -294,6 +294,9 @@ class RsuAgent(Agent):
                 self._schedule_open(other, now)
         if not tr.finished():
             self._schedule_open(task, now + tr.cfg.round_gap_s)
+        else:  # clear the retained announcement: a finished task must not invite vehicles that connect later
+            self._publish(self.topics.round(self.id, task), b"", retain=True)
+            log.info("task %s finished after %d rounds; retained announcement cleared", task, record.round + 1)
 
     # -- fault tolerance (PAPER.md section 6) ---------------------------------------------------------
     def _adapter_bytes(self, tr: TaskRounds) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from proto.messages import RoundAnnouncement
 from proto.topics import Channel
-from tests.helpers_rsu import Rig, make_update, rsu_settings, task_cfg
+from tests.helpers_rsu import TOPICS, Rig, make_update, rsu_settings, task_cfg
 
 
 def test_will_older_than_the_last_status_still_drops_the_vehicle(tmp_path: Path) -> None:
@@ -35,3 +35,13 @@ def test_vehicle_silent_longer_than_the_limit_is_not_invited(tmp_path: Path) -> 
     late = [a for a in anns if a.sent_at > 32.0]
     assert early and all(a.participants == ["v1", "v2"] for a in early)
     assert late and all(a.participants == ["v1"] for a in late)
+
+
+def test_finished_task_clears_its_retained_announcement(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, rsu_settings(tmp_path, tasks=[task_cfg(max_rounds=1)]))
+    rig.vehicle("v1", x=10.0)
+    rig.advance(1.0)
+    assert rig.broker.retained(TOPICS.round(rig.agent.id, "t1")) is not None
+    rig.upload(make_update("v1", 0, seed=1))
+    assert len(rig.agent.history) == 1
+    assert rig.broker.retained(TOPICS.round(rig.agent.id, "t1")) is None

@@ -44,3 +44,10 @@ def test_status_names_the_configured_rsu_and_is_sent_when_field_training_starts(
     rig.agent.pump()
     assert seen_busy == [True]  # the RSU hears "busy" before training ends
     assert rig.status[-1].rsu == "rsu1"
+
+
+def test_cleared_retained_round_is_ignored_quietly(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.rsu.publish("fedrank/v1/rsu/rsu1/round/t1", b"", qos=1, retain=True)
+    rig.agent.pump()
+    assert rig.updates == [] and not any(k.startswith("rejected") for k in rig.agent.counters)
