@@ -21,13 +21,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--threads", type=int)
         p.add_argument("--log-level", default="WARNING")
         if name == "run":
-            p.add_argument("--policy", choices=["ucb-dual", "homolora", "hetlora", "flexlora"])
+            p.add_argument("--policy", choices=["ucb-dual", "homolora", "hetlora", "flexlora", "fixed-rank"])
             p.add_argument("--vehicles", type=int)
             p.add_argument("--broker", help="mqtt://HOST:PORT: run each agent as its own process against this broker")
         else:
             p.add_argument("--policies", help="comma-separated subset of ucb-dual,homolora,hetlora,flexlora")
             p.add_argument("--vehicles", help="comma-separated fleet sizes for the scalability sweep, e.g. 10,30,50")
             p.add_argument("--no-ablations", action="store_true")
+            p.add_argument("--regret", action="store_true",
+                           help="also run every fixed rank and report UCB-DUAL's regret against the best")
 
 
 def _config(args: argparse.Namespace):
@@ -64,10 +66,13 @@ def run(args: argparse.Namespace) -> int:
         run_fleet(cfg, args.out, console)
         console.print(f"wrote {args.out}/metrics.jsonl, summary.json, config.json and plots")
         return 0
-    from fleet.compare import compare, scalability
+    from fleet.compare import compare, regret, scalability
 
     policies = args.policies.split(",") if args.policies else None
     compare(cfg, args.out, policies, ablations=not args.no_ablations, console=console)
+    if args.regret:
+        r = regret(cfg, args.out / "regret", console)
+        console.print(f"regret against the best fixed rank ({r['best_fixed_rank']}): {r['regret']:.3f} ({r['note']})")
     if args.vehicles:
         scalability(cfg, args.out / "scalability", [int(v) for v in args.vehicles.split(",")], policies, console)
     console.print(f"wrote {args.out}/compare.json, compare.md and plots")

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Policy = Literal["ucb-dual", "homolora", "hetlora", "flexlora"]
-POLICIES: tuple[Policy, ...] = ("ucb-dual", "homolora", "hetlora", "flexlora")
+Policy = Literal["ucb-dual", "homolora", "hetlora", "flexlora", "fixed-rank"]
+POLICIES: tuple[Policy, ...] = ("ucb-dual", "homolora", "hetlora", "flexlora")  # what `compare` sets side by side
 
 
 class FleetTask(BaseModel):
@@ -37,7 +37,7 @@ class FleetConfig(BaseModel):
     rsus: int = Field(2, ge=1, description="RSUs on the road grid; each hosts every task")
     rounds: int = Field(8, ge=1, description="rounds per RSU and task")
     ranks: list[int] = Field([2, 4, 8, 16, 32], description="candidate LoRA ranks")
-    homo_rank: int = Field(8, description="HomoLoRA's one rank")
+    homo_rank: int = Field(8, description="the one rank of HomoLoRA and of 'fixed-rank' (exact aggregation)")
     lora_alpha: float = 16.0
     local_steps: int = Field(10, ge=1)
     batch_size: int = 16

@@ -47,6 +47,7 @@ POLICY_WIRING = {
     "homolora": ("fixed", "homo"),
     "hetlora": ("capacity", "het"),
     "flexlora": ("capacity", "svd"),
+    "fixed-rank": ("fixed", "svd"),  # one rank for everyone, exact aggregation: the regret reference
 }
 
 

@@ -74,3 +74,15 @@ def test_a_second_run_in_the_same_directory_starts_afresh(tmp_path: Path) -> Non
     second = run_fleet(small(rounds=1), tmp_path)
     assert first["finished"] and second["finished"]
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") == first["rounds_recorded"]
+
+
+def test_regret_against_every_fixed_rank_is_reported(tmp_path: Path) -> None:
+    from fleet.compare import regret
+
+    r = regret(small(rounds=2, learner="surrogate", ranks=[2, 8]), tmp_path)
+    assert set(r["fixed_rank_reward"]) == {"2", "8"} and r["best_fixed_rank"] in (2, 8)
+    assert r["regret"] == max(r["fixed_rank_reward"].values()) - r["ucb_dual_reward"]
+    ranks_used = {json.loads(line)["ranks"][0] for line in (tmp_path / "fixed-8" / "metrics.jsonl").read_text()
+                  .splitlines() if json.loads(line)["ranks"]}
+    assert ranks_used == {8}
+    assert "surrogate" in json.loads((tmp_path / "regret.json").read_text())["note"]
