@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedrank.state import atomic_write_json
+
 log = logging.getLogger(__name__)
 
 STATE_KIND = "fedrank.ucb_dual"
@@ -206,24 +208,7 @@ class UcbDual:
             "ranks": self.ranks,
             "arms": {str(r): s.to_json() for r, s in self.stats.items()},
         }
-        path = self.state_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        try:  # make the rename itself durable; not every filesystem lets a directory be opened
-            dfd = os.open(path.parent, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(dfd)
-        except OSError as e:
-            log.debug("directory fsync of %s failed: %s", path.parent, e)
-        finally:
-            os.close(dfd)
+        atomic_write_json(self.state_path, doc)
 
     def _restore(self) -> None:
         assert self.state_path is not None

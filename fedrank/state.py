@@ -12,7 +12,12 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write `data` so that a crash leaves the old file or the new one, never half of either.
+
+    Args:
+        mode: permission bits of the new file (default: the temp file's 0600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -21,13 +26,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:  # make the rename itself durable; not every filesystem lets a directory be opened
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(dir_fd)
+    except OSError as exc:
+        log.debug("directory fsync of %s failed: %s", path.parent, exc)
     finally:
         os.close(dir_fd)
 

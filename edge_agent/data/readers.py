@@ -9,11 +9,11 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from fedrank.state import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -151,29 +151,13 @@ def read_copa_jsonl(path: Path) -> list[ChoiceExample]:
     return out
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temp file, fsync and rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is plain shared data
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_conll(path: Path, examples: Iterable[TokenExample]) -> None:
     """CoNLL-2003 layout (token, POS, chunk, NER; POS/chunk unknown as `-X-`/`_`), one -DOCSTART- header."""
     lines = ["-DOCSTART- -X- -X- O", ""]
     for ex in examples:
         lines += [f"{tok} -X- _ {tag}" for tok, tag in zip(ex.tokens, ex.tags, strict=True)]
         lines.append("")
-    atomic_write_text(Path(path), "\n".join(lines) + "\n")
+    atomic_write_bytes(Path(path), ("\n".join(lines) + "\n").encode(), mode=0o644)  # shared cache data
 
 
 def write_copa_jsonl(path: Path, examples: Iterable[ChoiceExample]) -> None:
@@ -183,4 +167,4 @@ def write_copa_jsonl(path: Path, examples: Iterable[ChoiceExample]) -> None:
                     "label": e.label, "idx": i})
         for i, e in enumerate(examples)
     ]
-    atomic_write_text(Path(path), "\n".join(rows) + "\n")
+    atomic_write_bytes(Path(path), ("\n".join(rows) + "\n").encode(), mode=0o644)
