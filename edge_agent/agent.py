@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -87,7 +87,6 @@ class Job:
     result: Any = None
     state: str = "training"  # training -> trained -> done
     token: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class VehicleAgent(Agent):
@@ -164,7 +163,7 @@ class VehicleAgent(Agent):
                 self.interrupt.set()
         except WireError:
             pass  # the agent's thread decodes it again, then counts and logs the reason
-        self.inbox._q.put(d)
+        self.inbox.put(d)
 
     # -- status ---------------------------------------------------------------------------------------
     def _status(self, state: str) -> AgentStatus:
@@ -249,14 +248,10 @@ class VehicleAgent(Agent):
 
     # -- rounds ---------------------------------------------------------------------------------------
     def _on_round(self, msg: RoundAnnouncement, tensors: dict, rsu: str) -> None:
+        """A round `_wants_round` accepted (ours, listed, not done before)."""
         from proto.adapter import split_head, unpack_factored
 
         key = f"{rsu}/{msg.task}"
-        if msg.task not in self.tasks or self.id not in msg.participants:
-            return
-        if self.done_rounds.get(key, -1) >= msg.round:
-            self._count("round_seen_before")  # a retained copy or a redelivery changes nothing
-            return
         if self.job is not None and self.job.state != "done":
             self._count("round_while_busy")
             log.info("round %s/%s from %s skipped: busy with %s/%s", msg.task, msg.round, rsu, self.job.task,
@@ -471,6 +466,4 @@ class VehicleAgent(Agent):
             self.seq = int(data.get("seq", 0))
             self.done_rounds = {str(k): int(v) for k, v in dict(data.get("done_rounds", {})).items()}
 
-    def summary(self) -> dict:
-        return {"id": self.id, "counters": dict(self.counters), "updates": len(self.history)}
 

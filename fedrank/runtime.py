@@ -78,7 +78,11 @@ class Inbox:
         self._q: queue.Queue[Delivery] = queue.Queue()
 
     def subscribe(self, bus: Bus, topic_filter: str, qos: int = 1) -> Unsubscribe:
-        return bus.subscribe(topic_filter, self._q.put, qos=qos)
+        return bus.subscribe(topic_filter, self.put, qos=qos)
+
+    def put(self, d: Delivery) -> None:
+        """Enqueue a delivery (transport threads call this, and nothing else)."""
+        self._q.put(d)
 
     def get(self, timeout: float | None) -> Delivery | None:
         try:
@@ -86,8 +90,6 @@ class Inbox:
         except queue.Empty:
             return None
 
-    def empty(self) -> bool:
-        return self._q.empty()
 
 
 class Agent(ABC):

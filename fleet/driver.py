@@ -25,11 +25,6 @@ class SimDriver:
             a.start()
         self.settle()
 
-    def add(self, agent: Agent) -> None:
-        self.agents.append(agent)
-        agent.start()
-        self.settle()
-
     def settle(self) -> None:
         """Handle every queued delivery and every timer due now, until the system is quiet."""
         for _ in range(self.max_settle):

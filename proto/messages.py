@@ -7,7 +7,6 @@ carry (sender, task, round, seq) so a receiver can recognise a redelivery or dup
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -215,6 +214,3 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
 )
 BY_KIND: dict[str, type[Message]] = {m.KIND: m for m in ALL_MESSAGES}
 
-
-def finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
