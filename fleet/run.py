@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from edge_agent.settings import EdgeSettings
 from fleet.config import FleetConfig
 from fleet.world import World, build_world, majority_baseline
 
@@ -135,7 +136,8 @@ def summarise(world: World, records: list[dict[str, Any]], finished: bool) -> di
     for r in records:
         last[(r["rsu"], r["task"])] = r
     ranks = [k for r in records for k in r["ranks"]]
-    w_tau, tau_ref = 0.1, cfg.round_timeout_s
+    # the vehicles' own reward weighting (EdgeSettings.w_tau; the fleet sets tau_ref to the round timeout)
+    w_tau, tau_ref = EdgeSettings.model_fields["w_tau"].default, cfg.round_timeout_s
     reward = sum((r["accuracy"] if not math.isnan(r["accuracy"]) else 0.0) - w_tau * r["round_latency_s"] / tau_ref
                  for r in records)
     ft_counts: dict[str, int] = {}

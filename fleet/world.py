@@ -33,6 +33,7 @@ from fleet.sim.mobility import RoadGrid, Trajectory, grid_trajectories
 from fleet.sim.tdrive import read_tdrive
 from fleet.surrogate import SurrogateLearner
 from proto.bus import Delivery
+from proto.errors import TopicRejected
 from proto.memory_bus import MemoryBroker, MemoryBus
 from proto.topics import Topics
 from rsu_agent.agent import RsuAgent
@@ -55,12 +56,14 @@ POLICY_WIRING = {
 class WireTap:
     """Counts what agents publish (every payload once, as the broker receives it)."""
 
+    topics: Topics = field(default_factory=Topics)
     bytes_by_kind: dict[str, int] = field(default_factory=dict)
 
     def __call__(self, d: Delivery) -> None:
-        parts = d.topic.split("/")
-        kind = parts[-2] if parts[-2] in ("round", "stats", "budget", "command", "handoff") else parts[-3] \
-            if len(parts) >= 3 and parts[-3] == "update" else parts[2] if len(parts) > 2 else "other"
+        try:
+            kind = self.topics.parse(d.topic).channel.value
+        except TopicRejected:
+            kind = "other"
         self.bytes_by_kind[kind] = self.bytes_by_kind.get(kind, 0) + len(d.payload)
 
     @property
@@ -237,7 +240,7 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
                                      topics=topics))
     for agent in (cloud, *rsus, *vehicles):
         agent.bus.connect(will=agent.will())
-    tap = WireTap()
+    tap = WireTap(topics)
     tap_bus = MemoryBus(broker, "fleet-tap")
     tap_bus.connect()
     tap_bus.subscribe(f"{topics.root}/#", tap)
