@@ -12,13 +12,12 @@ Per task, under `{state_dir}/tasks/{task}/`:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from pydantic import BaseModel, Field, ValidationError
@@ -28,6 +27,7 @@ from safetensors.torch import save as st_save
 
 from fedrank.state import atomic_write_bytes, atomic_write_json, read_json
 from proto.adapter import Factored, pack_factored, unpack_factored
+from proto.codec import decode, dtype_name, encode
 from proto.errors import PayloadRejected
 from proto.messages import UpdateReport, VehicleUpdate
 
@@ -138,9 +138,9 @@ class TaskStore:
         return self.dir / f"round_{round_}" / kind / f"{identity}.safetensors"
 
     def save_update(self, round_: int, kind: Kind, identity: str, upd: StoredUpdate) -> None:
-        meta = {"sender": upd.sender, "header": upd.msg.model_dump_json()}
-        tensors = {k: v.detach().contiguous() for k, v in upd.tensors.items()}
-        atomic_write_bytes(self._update_path(round_, kind, identity), st_save(tensors, metadata=meta))
+        """Stored as the wire payload (same codec, same dtype), so reading it back re-runs every wire check."""
+        dtype = dtype_name(next(iter(upd.tensors.values())).dtype) if upd.tensors else "F32"
+        atomic_write_bytes(self._update_path(round_, kind, identity), encode(upd.msg, upd.tensors, dtype))
 
     def load_updates(self, round_: int, kind: Kind) -> dict[str, StoredUpdate]:
         """identity -> update for every readable file; an unreadable one is moved aside and logged."""
@@ -149,11 +149,10 @@ class TaskStore:
         for p in sorted(folder.glob("*.safetensors")):
             try:
                 data = p.read_bytes()
-                n = int.from_bytes(data[:8], "little")
-                meta = json.loads(data[8 : 8 + n].decode()).get("__metadata__", {})
-                msg = VehicleUpdate.model_validate_json(meta["header"])
-                out[p.stem] = StoredUpdate(sender=str(meta["sender"]), msg=msg, tensors=st_load(data))
-            except (OSError, ValueError, KeyError, SafetensorError, ValidationError) as exc:
+                dec = decode(data, VehicleUpdate, max_bytes=len(data))
+                msg = cast(VehicleUpdate, dec.msg)  # decode checked the kind
+                out[p.stem] = StoredUpdate(sender=msg.sender, msg=msg, tensors=dec.tensors)
+            except (OSError, PayloadRejected) as exc:
                 log.error("task %s: stored update %s unreadable (%s); moved aside", self.task, p, exc)
                 os.replace(p, p.with_suffix(".corrupt"))
         return out
