@@ -1,0 +1,301 @@
+"""A vehicle's round job: choose a rank -> train -> report -> learn (DESIGN.md "one round", PAPER.md sections 1-3, 6).
+
+`RoundJobs` is the part of `edge_agent.agent.VehicleAgent` that works on one round; the agent's message handling
+(inbox, topics, status) calls into it with an accepted announcement, a fault-tolerance command or a handoff.
+In the field the work is measured and runs now; with a `CostModel` (the fleet) its latency and energy are
+modelled and the round completes later on the clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from edge_agent.settings import EdgeSettings
+from edge_agent.work import CostModel, ModelledCost
+from fedrank.runtime import Timers
+from proto.bus import Bus, BusError
+from proto.codec import encode
+from proto.messages import FaultCommand, Handoff, RoundAnnouncement, UpdateReport, VehicleUpdate
+from proto.topics import Topics
+
+log = logging.getLogger(__name__)
+
+class Learner(Protocol):
+    """One task's local training on this vehicle (edge_agent.learner builds the real one)."""
+
+    def train(self, *, rank: int, alpha: float, init: Any, head: Any, steps: int, meter: Any,
+              should_stop: Callable[[], bool] | None, seed: int) -> Any: ...
+
+
+class Meter(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> Any: ...
+
+
+@dataclass
+class Job:
+    """One round this vehicle is working on."""
+
+    rsu: str
+    task: str
+    round: int
+    rank: int
+    alpha: float
+    lam: float
+    budget_j: float
+    n_participants: int
+    started: float
+    init: Any
+    head: Any
+    steps: int
+    migrated_from: str | None = None
+    carried_joules: float = 0.0  # energy a migrated-from vehicle already spent on this work
+    modelled_down: ModelledCost | None = None
+    modelled_train: ModelledCost | None = None
+    result: Any = None
+    state: str = "training"  # training -> trained -> done
+    token: int = 0
+
+
+class RoundJobs:
+    """The round job of the vehicle agent (a mixin: the agent provides the attributes annotated here)."""
+
+    s: EdgeSettings
+    id: str
+    bus: Bus
+    topics: Topics
+    timers: Timers
+    clock: Any
+    metrics: Any
+    learner_for: Callable[[str], Learner]
+    policy_for: Callable[[str, list[int]], Any]
+    meter: Meter
+    cost_model: CostModel | None
+    interrupt: threading.Event
+    job: Job | None
+    done_rounds: dict[str, int]
+    history: list[dict]
+    _policies: dict[str, Any]
+    _job_tokens: int
+    _last_upload_s: float
+
+    def _count(self, key: str) -> None: ...  # provided by the agent
+
+    def _publish_status(self, periodic: bool = True) -> None: ...
+
+    def _training_tick(self) -> bool: ...
+
+    def _persist(self) -> None: ...
+
+    def _next_seq(self) -> int: ...
+
+    # -- rounds ---------------------------------------------------------------------------------------
+    def _on_round(self, msg: RoundAnnouncement, tensors: dict, rsu: str) -> None:
+        """A round `_wants_round` accepted (ours, listed, not done before)."""
+        from proto.adapter import split_head, unpack_factored
+
+        key = f"{rsu}/{msg.task}"
+        if self.job is not None and self.job.state != "done":
+            self._count("round_while_busy")
+            log.info("round %s/%s from %s skipped: busy with %s/%s", msg.task, msg.round, rsu, self.job.task,
+                     self.job.round)
+            self._publish_status(periodic=False)  # says what we are busy with, so that RSU stops waiting for us
+            return
+        if msg.deadline <= self.clock.now():
+            self._count("round_past_deadline")
+            return
+        if msg.rank > 0:
+            init, head = unpack_factored(tensors, msg.layers)
+        else:  # round 0: peft's own init; a head may already exist
+            init, head = None, split_head(tensors)[1]
+        ranks = [r for r in msg.ranks if self.s.max_rank is None or r <= self.s.max_rank] or [min(msg.ranks)]
+        rank = int(self._policy(msg.task, ranks).select(msg.lam))
+        self.metrics.rank_chosen(msg.task, rank)
+        self.metrics.set_lambda(msg.task, msg.lam)
+        self.done_rounds[key] = msg.round
+        self._persist()
+        self._begin(Job(rsu=rsu, task=msg.task, round=msg.round, rank=rank, alpha=msg.lora_alpha, lam=msg.lam,
+                        budget_j=msg.round_budget_j, n_participants=max(1, len(msg.participants)),
+                        started=self.clock.now(), init=init, head=head or None, steps=self.s.local_steps),
+                    payload_bytes=sum(t.numel() * t.element_size() for t in tensors.values()))
+
+    def _policy(self, task: str, ranks: list[int]) -> Any:
+        if task not in self._policies:
+            self._policies[task] = self.policy_for(task, ranks)
+        return self._policies[task]
+
+    def _begin(self, job: Job, payload_bytes: int) -> None:
+        self._job_tokens += 1
+        job.token = self._job_tokens
+        self.job = job
+        log.info("round %s/%s: training at rank %d", job.task, job.round, job.rank,
+                 extra={"task": job.task, "round": job.round})
+        if self.cost_model is None:
+            self.interrupt.clear()
+            self._publish_status(periodic=False)  # busy with this round, from now
+            self._train(job, job.steps, should_stop=self._training_tick)
+            if job.result is not None and not job.result.partial:
+                self._publish(job)
+            # else: a command interrupted training; it is in the inbox and decides what happens next
+            return
+        job.modelled_down = self.cost_model.download(self.id, payload_bytes)
+        job.modelled_train = self.cost_model.train(self.id, job.task, job.rank, job.steps, self._samples(job.task))
+        done_at = job.started + job.modelled_down.seconds + job.modelled_train.seconds
+        token = job.token
+        self.timers.schedule(done_at, lambda: self._modelled_done(token))
+
+    def _samples(self, task: str) -> int:
+        learner = self.learner_for(task)
+        return int(getattr(learner, "num_train", self.s.batch_size * self.s.local_steps))
+
+    def _modelled_done(self, token: int) -> None:
+        job = self.job
+        if job is None or job.token != token or job.state != "training":
+            return  # cancelled or already cut short by a command
+        if self._train(job, job.steps, should_stop=None):
+            self._publish(job)
+
+    def _train(self, job: Job, steps: int, should_stop: Callable[[], bool] | None) -> bool:
+        """Train the job; False when training failed (the round is given up, the vehicle is free again)."""
+        try:
+            learner = self.learner_for(job.task)
+            job.result = learner.train(rank=job.rank, alpha=job.alpha, init=job.init, head=job.head, steps=steps,
+                                       meter=self.meter, should_stop=should_stop, seed=self.s.seed + job.round)
+        except Exception as exc:  # e.g. factors that do not fit our model: without this the vehicle stays busy
+            self._count(f"train_failed_{type(exc).__name__}")
+            log.error("round %s/%s from %s: training failed, round given up: %s", job.task, job.round, job.rsu, exc,
+                      extra={"task": job.task, "round": job.round})
+            job.result, job.state, job.token = None, "done", -1
+            return False
+        if steps < job.steps and not job.result.partial:
+            job.result.partial = True
+        job.state = "trained"
+        return True
+
+    # -- fault tolerance (PAPER.md section 6) --------------------------------------------------------
+    def _on_command(self, cmd: FaultCommand, rsu: str) -> None:
+        job = self.job
+        if cmd.vehicle != self.id or job is None or (job.rsu, job.task, job.round) != (rsu, cmd.task, cmd.round):
+            self._count("command_not_for_current_round")
+            return
+        if job.state == "done":
+            self._count("command_too_late")
+            return
+        self._count(f"command_{cmd.action}")
+        log.info("round %s/%s: RSU %s says %s (exit in %.1f s)", job.task, job.round, rsu, cmd.action, cmd.exit_in_s,
+                 extra={"task": job.task, "round": job.round})
+        if cmd.action == "abandon":
+            job.state = "done"
+            job.token = -1
+            return
+        if job.state == "training":  # modelled: train as far as the clock got, no further
+            f = self._progress(job)
+            steps = max(1, round(f * job.steps))
+            job.modelled_train = ModelledCost(job.modelled_train.seconds * f, job.modelled_train.joules * f,
+                                              job.modelled_train.source)
+            if not self._train(job, steps, should_stop=None):
+                return
+            job.result.partial = True
+        self._publish(job)
+
+    def _progress(self, job: Job) -> float:
+        down = job.modelled_down.seconds if job.modelled_down else 0.0
+        total = job.modelled_train.seconds if job.modelled_train else 0.0
+        if total <= 0:
+            return 1.0
+        return min(1.0, max(0.0, (self.clock.now() - job.started - down) / total))
+
+    def _on_handoff(self, msg: Handoff, tensors: dict) -> None:
+        from proto.adapter import unpack_lora
+
+        if msg.vehicle != self.id or msg.task not in self.tasks:
+            self._count("handoff_not_for_us")
+            return
+        if self.job is not None and self.job.state != "done":
+            self._count("handoff_while_busy")
+            log.warning("handoff of %s/%s from %s refused: busy", msg.task, msg.round, msg.migrated_from)
+            return
+        layers, head = unpack_lora(tensors)
+        self._begin(Job(rsu=msg.rsu, task=msg.task, round=msg.round, rank=msg.rank, alpha=msg.lora_alpha, lam=0.0,
+                        budget_j=0.0, n_participants=1, started=self.clock.now(), init=layers, head=head or None,
+                        steps=max(1, self.s.local_steps // 2), migrated_from=msg.migrated_from,
+                        carried_joules=msg.joules_spent),
+                    payload_bytes=sum(t.numel() * t.element_size() for t in tensors.values()))
+
+    # -- publishing ----------------------------------------------------------------------------------
+    def _publish(self, job: Job) -> None:
+        from proto.adapter import pack_lora
+
+        res = job.result
+        tensors = pack_lora(res.layers, res.head)
+        if self.cost_model is not None:
+            train = job.modelled_train
+            down = job.modelled_down.seconds if job.modelled_down else 0.0
+            probe = encode(self._update(job, 0.0, "model", False, train.seconds, 0.0, down), tensors,
+                           self.s.wire_dtype)
+            up = self.cost_model.upload(self.id, len(probe))
+            joules, source, measured = train.joules + up.joules, train.source, False
+            train_s, up_s = train.seconds, up.seconds
+            wall = down + train_s + up_s
+        else:
+            meas = res.energy
+            up_s = self._last_upload_s  # the upload of this payload cannot be in its own report
+            joules = float(meas.joules) + self.s.p_tx_w * up_s
+            source, measured = str(meas.source), bool(meas.measured)
+            train_s = float(res.train_s)
+            wall = train_s + up_s
+        joules += job.carried_joules
+        payload = encode(self._update(job, joules, source, measured, train_s, up_s, wall), tensors,
+                         self.s.wire_dtype)
+        topic = self.topics.update(self.id, job.rsu, job.task)
+        job.state = "done"  # whatever the link does next, this round's work is over
+        if self.cost_model is not None:
+            self.timers.schedule(self.clock.now() + up_s, lambda: self._send(topic, payload, job))
+        else:
+            t0 = self.clock.now()
+            if self._send(topic, payload, job):
+                self._last_upload_s = max(0.0, self.clock.now() - t0)
+        self._learn(job, joules, wall)
+        self.history.append({"task": job.task, "round": job.round, "rank": job.rank, "joules": joules,
+                             "energy_source": source, "wall_s": wall, "local_accuracy": res.local_accuracy,
+                             "partial": bool(res.partial), "migrated_from": job.migrated_from, "bytes": len(payload)})
+
+    def _send(self, topic: str, payload: bytes, job: Job) -> bool:
+        """Publish an update; a broker that does not acknowledge in time is logged (paho keeps the message queued)."""
+        try:
+            self.bus.publish(topic, payload, qos=1)
+            return True
+        except BusError as exc:
+            self._count("update_publish_failed")
+            log.error("round %s/%s: update not acknowledged (%s); the transport keeps it queued", job.task,
+                      job.round, exc, extra={"task": job.task, "round": job.round})
+            return False
+
+    def _update(self, job: Job, joules: float, source: str, measured: bool, train_s: float, up_s: float,
+                wall: float) -> VehicleUpdate:
+        res = job.result
+        return VehicleUpdate(
+            sender=self.id, sent_at=self.clock.now(), seq=self._next_seq(), task=job.task, round=job.round,
+            rsu=job.rsu, lora_alpha=job.alpha,
+            report=UpdateReport(rank=job.rank, samples=max(1, int(res.samples)), joules=max(0.0, joules),
+                                energy_source=source, energy_measured=measured, train_s=max(0.0, train_s),
+                                upload_s=max(0.0, up_s), wall_s=max(0.0, wall),
+                                local_accuracy=min(1.0, max(0.0, float(res.local_accuracy))),
+                                loss=max(0.0, float(res.loss)), steps=int(res.steps), partial=bool(res.partial),
+                                migrated_from=job.migrated_from),
+        )
+
+    def _learn(self, job: Job, joules: float, wall: float) -> None:
+        """Feed the round's reward and normalised cost to the policy (PAPER.md section 3)."""
+        if job.migrated_from is not None:
+            return  # not this vehicle's rank choice
+        from edge_agent.bandit import normalised_cost, round_reward
+
+        reward = round_reward(float(job.result.local_accuracy), wall, self.s.tau_ref_s, self.s.w_tau)
+        cost = normalised_cost(joules, job.budget_j, job.n_participants)
+        self._policies[job.task].update(job.rank, reward, cost)
