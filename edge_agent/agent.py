@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ class Fix:
     y: float
     vx: float = 0.0
     vy: float = 0.0
+    exits: Mapping[str, float] | None = None  # RSU id -> seconds to leave its coverage by the route (navigation)
 
 
 PositionSource = Callable[[float], Fix | None]
@@ -137,6 +138,7 @@ class VehicleAgent(RoundJobs, Agent):
             working_on=RoundRef(rsu=self.job.rsu, task=self.job.task, round=self.job.round) if busy else None,
             position=Position(x=fix.x, y=fix.y) if fix else None,
             velocity=Velocity(vx=fix.vx, vy=fix.vy) if fix else None,
+            exit_in_s=dict(fix.exits) if fix is not None and fix.exits else None,
         )
 
     def _publish_status(self, periodic: bool = True) -> None:

@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--vehicles", type=int)
             p.add_argument("--broker", help="mqtt://HOST:PORT: run each agent as its own process against this broker")
         else:
+            p.add_argument("--seeds", default="0,1,2",
+                           help="comma-separated seeds; each policy runs once per seed (mean ± 95%% CI)")
             p.add_argument("--policies", help="comma-separated subset of ucb-dual,homolora,hetlora,flexlora")
             p.add_argument("--vehicles", help="comma-separated fleet sizes for the scalability sweep, e.g. 10,30,50")
             p.add_argument("--no-ablations", action="store_true")
@@ -48,6 +50,16 @@ def _config(args: argparse.Namespace):
     return FleetConfig.quick(**over) if args.quick else FleetConfig(**over)
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--seeds: {text!r} is not a comma-separated list of integers") from None
+    if not seeds:
+        raise SystemExit("--seeds: give at least one seed")
+    return seeds
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -69,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     from fleet.compare import compare, regret, scalability
 
     policies = args.policies.split(",") if args.policies else None
-    compare(cfg, args.out, policies, ablations=not args.no_ablations, console=console)
+    seeds = [args.seed] if args.seed is not None and args.seeds == "0,1,2" else _seeds(args.seeds)
+    compare(cfg, args.out, policies, ablations=not args.no_ablations, console=console, seeds=seeds)
     if args.regret:
         r = regret(cfg, args.out / "regret", console)
         console.print(f"regret against the best fixed rank ({r['best_fixed_rank']}): {r['regret']:.3f} ({r['note']})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from rich.console import Console
 from fleet.config import POLICIES, FleetConfig
 from fleet.plots import plot_compare, plot_scalability
 from fleet.run import run_fleet
+from fleet.stats import average_accuracy_se, fmt_ci, mean_ci95, paired_diff_ci95, within_noise
 
 COMPARE_KEYS = ("per_task_accuracy", "avg_accuracy", "mean_round_latency_s", "energy_j", "budget_j", "violation_j",
                 "bytes_on_wire", "majority_baseline", "rank_counts", "ft_decisions", "cumulative_reward", "sources")
@@ -23,19 +25,26 @@ ABLATIONS = {
 
 
 def compare(base: FleetConfig, out: Path, policies: list[str] | None = None, ablations: bool = True,
-            console: Console | None = None) -> dict[str, dict[str, Any]]:
-    """Run each policy (and the ablations) from the same base config; write compare.json/.md and plots."""
+            console: Console | None = None, seeds: Sequence[int] | None = None) -> dict[str, dict[str, Any]]:
+    """Run each policy (and the ablations) from the same base config once per seed; write compare.json/.md and
+    plots. Each policy's figures are means over the seeds with 95 % CIs (`ci95`); runs go to out/NAME/seed-S."""
     out.mkdir(parents=True, exist_ok=True)
+    seeds = list(seeds) if seeds else [base.seed]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: {seeds} repeats a seed")
     runs: dict[str, FleetConfig] = {p: base.model_copy(update={"policy": p}) for p in (policies or list(POLICIES))}
     if ablations:
         for name, change in ABLATIONS.items():
             runs[name] = base.model_copy(update={"policy": "ucb-dual", **change})
     results: dict[str, dict[str, Any]] = {}
     for name, cfg in runs.items():
-        if console is not None:
-            console.rule(f"[bold]{name}")
-        summary = run_fleet(cfg, out / name, console)
-        results[name] = {k: summary[k] for k in COMPARE_KEYS}
+        per_seed: dict[int, dict[str, Any]] = {}
+        for seed in seeds:
+            if console is not None:
+                console.rule(f"[bold]{name} · seed {seed}")
+            summary = run_fleet(cfg.model_copy(update={"seed": seed}), out / name / f"seed-{seed}", console)
+            per_seed[seed] = {k: summary.get(k) for k in (*COMPARE_KEYS, "test_examples")}
+        results[name] = over_seeds(per_seed)
     (out / "compare.json").write_text(json.dumps(results, indent=2, sort_keys=True))
     (out / "compare.md").write_text(markdown_table(results, base))
     plot_compare(results, out)
@@ -47,19 +56,92 @@ def _f(x: float, fmt: str) -> str:
 
 
 def markdown_table(results: dict[str, dict[str, Any]], base: FleetConfig) -> str:
+    """Means ± 95 % CI over seeds; accuracy differences against the first policy, marked when within noise."""
     tasks = [t.name for t in base.tasks]
-    head = ["policy", *[f"{t} acc" for t in tasks], "avg acc", "mean round latency (s)", "energy (J)",
-            "budget violation (J)", "bytes on wire"]
+    first = next(iter(results.values()), {})
+    surrogate = "surrogate" in str(first.get("sources", {}).get("accuracy", ""))
+    acc_label = "surrogate acc" if surrogate else "acc"
+    ref = next(iter(results), "")
+    head = ["policy", *[f"{t} {acc_label}" for t in tasks], f"avg {acc_label}", f"Δ avg {acc_label} vs {ref}",
+            "mean round latency (s)", "energy (J)", "budget violation (J)", "bytes on wire"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
-        row = [name, *[_f(r["per_task_accuracy"].get(t, math.nan), ".3f") for t in tasks],
-               _f(r["avg_accuracy"], ".3f"), _f(r["mean_round_latency_s"], ".2f"), _f(r["energy_j"], ".0f"),
-               _f(r["violation_j"], ".0f"), f"{r['bytes_on_wire']:,}"]
+        ci = r.get("ci95", {})
+        row = [name, *[fmt_ci(r["per_task_accuracy"].get(t, math.nan), r.get("per_task_ci95", {}).get(t, math.nan))
+                       for t in tasks],
+               fmt_ci(r["avg_accuracy"], ci.get("avg_accuracy", math.nan)),
+               diff_cell(results[ref], r) if name != ref else "reference",
+               fmt_ci(r["mean_round_latency_s"], ci.get("mean_round_latency_s", math.nan), ".2f"),
+               fmt_ci(r["energy_j"], ci.get("energy_j", math.nan), ".3g"),
+               fmt_ci(r["violation_j"], ci.get("violation_j", math.nan), ".3g"), f"{round(r['bytes_on_wire']):,}"]
         lines.append("| " + " | ".join(row) + " |")
-    lines.append("")
-    lines.append("Accuracy: measured on each task's test split (global adapter of each RSU, averaged over RSUs). "
-                 "Latency and energy: modelled from device profiles and the channel model (PAPER.md section 2).")
+    seeds = first.get("seeds", [])
+    lines += ["", f"Seeds {', '.join(map(str, seeds))} (n = {len(seeds)}): every cell is the mean over the seeds "
+              "± the half-width of its 95 % confidence interval (Student t; no ± with one seed). "
+              "Δ is the paired difference over the same seeds (same data, trajectories and budget); "
+              "'within noise' when its 95 % interval contains 0."]
+    if surrogate:
+        lines.append("Accuracy: SURROGATE learning curve (fleet/surrogate.py), not measured; no model was trained.")
+    else:
+        lines.append("Accuracy: measured on each task's test split (global adapter of each RSU, averaged over RSUs).")
+        lines.append(test_noise_line(results))
+    lines.append("Latency and energy: modelled from device profiles and the channel model "
+                 "(docs/algorithms.md section 2).")
     return "\n".join(lines) + "\n"
+
+
+def diff_cell(ref: dict[str, Any], r: dict[str, Any], key: str = "avg_accuracy") -> str:
+    seeds = [s for s in ref.get("runs", {}) if s in r.get("runs", {})]
+    a = [_num(r["runs"][s][key]) for s in seeds]
+    b = [_num(ref["runs"][s][key]) for s in seeds]
+    if not seeds:
+        return "n/a"
+    d, h = paired_diff_ci95(a, b)
+    cell = fmt_ci(d, h, "+.3f")
+    return cell + (" (within noise)" if within_noise(a, b) else "")
+
+
+def test_noise_line(results: dict[str, dict[str, Any]]) -> str:
+    ses = [r["test_se"] for r in results.values() if math.isfinite(r.get("test_se", math.nan))]
+    if not ses:
+        return "Test-split noise: unknown (no test sizes recorded)."
+    worst = max(ses)
+    verdict = ("<= 1 point: the test splits resolve 1-point differences" if worst <= 0.01 else
+               "> 1 point: the test splits are too small to resolve 1-point differences (raise test_size)")
+    return (f"One standard error of the average accuracy from the test splits alone (binomial, per-task "
+            f"sentences counted as examples): up to {worst:.4f}, {verdict}.")
+
+
+def _num(x: Any) -> float:
+    return float(x) if isinstance(x, (int, float)) and x is not None else math.nan
+
+
+def over_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One policy's per-seed summaries -> means (same keys as a single run), `ci95` half-widths, the raw runs
+    under `runs` and `test_se`, the test-split standard error of the average accuracy (mean over seeds)."""
+    runs = list(per_seed.values())
+    out: dict[str, Any] = {"seeds": list(per_seed), "runs": {str(s): r for s, r in per_seed.items()}, "ci95": {}}
+    for key in ("avg_accuracy", "mean_round_latency_s", "energy_j", "budget_j", "violation_j", "bytes_on_wire",
+                "cumulative_reward"):
+        out[key], out["ci95"][key] = mean_ci95([_num(r[key]) for r in runs])
+    tasks = list(runs[0]["per_task_accuracy"])
+    pt = {t: mean_ci95([_num(r["per_task_accuracy"].get(t)) for r in runs]) for t in tasks}
+    out["per_task_accuracy"] = {t: m for t, (m, _) in pt.items()}
+    out["per_task_ci95"] = {t: h for t, (_, h) in pt.items()}
+    out["majority_baseline"] = {t: mean_ci95([_num(r["majority_baseline"].get(t)) for r in runs])[0]
+                                for t in runs[0]["majority_baseline"]}
+    for key in ("rank_counts", "ft_decisions"):  # summed over the seeds
+        total: dict[str, int] = {}
+        for r in runs:
+            for k, v in r[key].items():
+                total[k] = total.get(k, 0) + v
+        out[key] = total
+    out["sources"] = runs[0]["sources"]
+    surrogate = "surrogate" in str(out["sources"].get("accuracy", ""))
+    ses = [average_accuracy_se({t: (_num(r["per_task_accuracy"].get(t)), int(n))
+                                for t, n in (r.get("test_examples") or {}).items()}) for r in runs]
+    out["test_se"] = math.nan if surrogate else mean_ci95(ses)[0]
+    return out
 
 
 def scalability(base: FleetConfig, out: Path, vehicles: list[int], policies: list[str] | None = None,
@@ -81,7 +163,7 @@ def scalability(base: FleetConfig, out: Path, vehicles: list[int], policies: lis
 
 
 def regret(base: FleetConfig, out: Path, console: Console | None = None) -> dict[str, Any]:
-    """Regret of UCB-DUAL against the best fixed rank in hindsight (PAPER.md section 7): one run per candidate
+    """Regret of UCB-DUAL against the best fixed rank in hindsight (docs/algorithms.md section 7): one run per candidate
     rank with everyone at that rank (exact aggregation), same data, seeds, trajectories and budget."""
     rewards: dict[str, float] = {}
     for rank in base.ranks:

@@ -150,6 +150,7 @@ def summarise(world: World, records: list[dict[str, Any]], finished: bool) -> di
         "per_task_accuracy": per_task, "entity_f1": per_task_f1,
         "avg_accuracy": sum(accs) / len(accs) if accs else math.nan,
         "majority_baseline": {t: majority_baseline(world.specs[t], world.tests[t]) for t in world.specs},
+        "test_examples": {t: len(world.tests[t]) for t in world.specs},  # n of each task's test split
         "mean_round_latency_s": sum(lat) / len(lat) if lat else math.nan,
         "energy_j": sum(r["energy_j"] for r in records), "budget_j": sum(r["budget_j"] for r in records),
         "violation_j": sum(r["violation_j"] for r in last.values()),

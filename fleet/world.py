@@ -29,7 +29,9 @@ from fleet.cost import FleetCostModel
 from fleet.driver import SimDriver
 from fleet.sim.compute import ModelShape
 from fleet.sim.devices import DeviceProfile, get_profile
+from fleet.sim.links import ChannelRates, fleet_channel
 from fleet.sim.mobility import RoadGrid, Trajectory, grid_trajectories
+from fleet.sim.route import route_exit_s
 from fleet.sim.tdrive import read_tdrive
 from fleet.surrogate import SurrogateLearner
 from proto.bus import Delivery
@@ -41,6 +43,7 @@ from rsu_agent.coverage import Circle
 from rsu_agent.settings import RsuSettings, RsuTaskConfig
 
 log = logging.getLogger(__name__)
+EXIT_HORIZON_S = 600.0  # how far ahead a vehicle's navigation looks for its exit from an RSU's coverage
 
 # How each compared policy chooses ranks on the vehicle and aggregates at the RSU (PAPER.md section 1).
 POLICY_WIRING = {
@@ -181,14 +184,21 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
             t = traj.start_s + now
             x, y = traj.position(t)
             vx, vy = traj.velocity(t)
-            return Fix(x, y, vx, vy)
+            # the vehicle's navigation: when it leaves each RSU it is in, along its own route
+            exits = {rid: route_exit_s(traj, t, cx, cy, r, EXIT_HORIZON_S) for rid, (cx, cy, r) in sites.items()
+                     if (x - cx) ** 2 + (y - cy) ** 2 <= r * r}
+            return Fix(x, y, vx, vy, exits=exits or None)
 
         return at
 
+    def locate(vid: str) -> tuple[float, float]:
+        traj = trajectories[vid]
+        return traj.position(traj.start_s + clock.now())
+
     fixes = {vid: fix(vid) for vid in vids}
-    cost = FleetCostModel(devices, model_shape(layers, trainer), cfg.batch_size, cfg.max_length,
-                          locate=lambda vid: (fixes[vid](clock.now()).x, fixes[vid](clock.now()).y),
-                          rsu_sites=[(x, y) for x, y, _ in sites.values()])
+    channel = fleet_channel(cfg)
+    cost = FleetCostModel(devices, model_shape(layers, trainer), cfg.batch_size, cfg.max_length, locate=locate,
+                          rsu_sites=[(x, y) for x, y, _ in sites.values()], channel=channel)
 
     # Budget: a scale of what every vehicle of a task would spend at rank 8 in one round (modelled).
     per_round = {t.name: sum(cost.train(v, t.name, 8, cfg.local_steps, 0).joules for v in members[t.name])
@@ -213,7 +223,7 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
                                                                                            radius=r),
                                          tasks=tasks, fault_tolerance=cfg.fault_tolerance, wire_dtype=cfg.wire_dtype,
                                          status_interval_s=cfg.status_interval_s, join_wait_s=cfg.status_interval_s),
-                             MemoryBus(broker, rid), clock, topics))
+                             MemoryBus(broker, rid), clock, topics, rates=ChannelRates(channel)))
     vehicles = []
     surrogate_progress: dict[str, int] = {}  # task -> samples trained by all its vehicles (surrogate only)
     for vid in vids:

@@ -69,6 +69,10 @@ class AgentStatus(Message):
     rsu: Id | None = None  # vehicles: the RSU whose coverage it is in, when known
     busy: bool = False  # vehicles: training now
     working_on: RoundRef | None = None  # vehicles: the round they are busy with (an RSU stops waiting on others)
+    # vehicles, optional: RSU id -> seconds until the vehicle leaves that RSU's coverage by its own route (a
+    # navigation system knows it); a lower bound when the route stays inside over the whole look-ahead. An RSU
+    # uses it before its straight-line estimate from position and velocity.
+    exit_in_s: dict[Id, NonNeg] | None = None
     detail: str = ""
 
 

@@ -22,7 +22,7 @@ from proto.codec import WIRE_DTYPES, decode, encode
 from proto.errors import WireError
 from proto.messages import AgentStatus, FaultCommand, Handoff, Message, TaskBudget, VehicleUpdate
 from proto.topics import Channel, Role, Topics
-from rsu_agent.fault_tolerance import Candidate, decide, needs_decision
+from rsu_agent.fault_tolerance import Candidate, LinkRates, decide, needs_decision
 from rsu_agent.rounds import RoundRecord, TaskRounds
 from rsu_agent.settings import RsuSettings
 from rsu_agent.state import FtRecord, StoredUpdate
@@ -43,9 +43,10 @@ class RsuAgent(Agent):
     """Runs rounds for the tasks in `settings.tasks`; see the module docstring for who takes part."""
 
     def __init__(self, settings: RsuSettings, bus: Bus, clock: Clock, topics: Topics | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, rates: LinkRates | None = None) -> None:
         super().__init__(clock)
         self.s = settings
+        self.rates = rates  # link model for fault tolerance; None = the rates configured in settings.ft
         self.metrics: Metrics = metrics or NullMetrics()
         self.id = settings.id
         self.bus = bus
@@ -64,6 +65,7 @@ class RsuAgent(Agent):
     def counters(self) -> dict:
         """accepted, held (migration partials), late, duplicate, commands by action, rejected by reason."""
         out: dict = {k: self._counts.get(k, 0) for k in ("accepted", "held", "late", "duplicate", "handoffs")}
+        out["exit_source"] = {k[5:]: v for k, v in self._counts.items() if k.startswith("exit:")}
         out["commands"] = {k[4:]: v for k, v in self._counts.items() if k.startswith("cmd:")}
         out["rejected"] = dict(self._rejected)
         return out
@@ -324,6 +326,17 @@ class RsuAgent(Agent):
             out.append(Candidate(vehicle=vid, distance_m=dist, spare_budget_j=max(0.0, spare)))
         return out
 
+    def _exit_in(self, st: AgentStatus) -> float:
+        """T_exit: the vehicle's own prediction for this RSU (it knows its route) when its status carries one,
+        else the straight line from its position and velocity (docs/algorithms.md section 6)."""
+        own = (st.exit_in_s or {}).get(self.id)
+        if own is not None:
+            self._counts["exit:route"] += 1
+            return own
+        self._counts["exit:line"] += 1
+        assert st.position is not None and st.velocity is not None
+        return self.s.coverage.time_to_exit(st.position.x, st.position.y, st.velocity.vx, st.velocity.vy)
+
     def _check_leaving(self, task: str, st: AgentStatus) -> None:
         tr = self.tasks[task]
         p = tr.pending
@@ -331,7 +344,7 @@ class RsuAgent(Agent):
         if p is None or vid in p.ft or vid not in tr.waiting():
             return
         assert st.position is not None and st.velocity is not None
-        exit_in = self.s.coverage.time_to_exit(st.position.x, st.position.y, st.velocity.vx, st.velocity.vy)
+        exit_in = self._exit_in(st)
         elapsed = max(0.0, self.clock.now() - p.announced_at)
         expected = tr.meta.expected_round_s
         if not needs_decision(exit_in, max(0.0, expected - elapsed)):
@@ -341,7 +354,8 @@ class RsuAgent(Agent):
         share = p.budget_j / max(1, len(p.participants))
         nbytes = self._adapter_bytes(tr)
         dec = decide(q_target=q_target, q_partial=q_target * frac, e_spent_j=share * frac, adapter_bytes=nbytes,
-                     candidates=self._candidates(tr, st, share), weights=self.s.ft, exit_in_s=exit_in)
+                     candidates=self._candidates(tr, st, share), weights=self.s.ft, exit_in_s=exit_in,
+                     rates=self.rates, rsu_distance_m=self.s.coverage.distance_to(st.position.x, st.position.y))
         action = dec.action  # decide() already rules out transfers that cannot finish before the exit
         costs = {k: v for k, v in dec.costs.items() if math.isfinite(v)}
         rec = FtRecord(action=action, migrate_to=dec.migrate_to if action == "migrate" else None, costs=costs,

@@ -9,6 +9,9 @@ never cost less than early upload (gamma_q max(0, q* - q_v)), so as written it w
 abandonment right in practice is a vehicle that leaves before it could send anything, so an action whose
 transfer cannot finish before T_exit is infeasible (cost inf): early upload needs 8 bytes / uplink_rate <= T_exit,
 migration needs tau_mig <= T_exit. Abandonment is always feasible.
+
+Link rates come through `LinkRates`: the fleet hands in its channel model (distance-dependent V2I and V2V rates,
+fleet.sim.channel); a field RSU without one uses the rates configured in `FtWeights` (`FixedRates`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,11 +37,39 @@ class FtWeights(BaseModel):
     gamma_q: float = Field(1.0, ge=0, description="cost per unit of accuracy (accuracy in [0, 1]) lost or short")
     alpha_tau: float = Field(0.01, ge=0, description="cost per second of V2V migration transfer time")
     beta_e: float = Field(0.001, ge=0, description="cost per joule (migration transmit energy, or energy wasted)")
-    v2v_rate_bps: float = Field(20e6, gt=0, description="V2V link rate in bit/s used to estimate the migration time")
+    v2v_rate_bps: float = Field(20e6, gt=0, description="V2V link rate in bit/s used to estimate the migration time "
+                                "when the RSU is given no link model (a field RSU; the fleet uses its channel model)")
     p_tx_w: float = Field(0.2, ge=0, description="transmit power in watts of the sender during the migration")
     uplink_rate_bps: float = Field(
-        10e6, gt=0, description="vehicle-to-RSU rate in bit/s used to check that an early upload finishes before exit"
+        10e6, gt=0, description="vehicle-to-RSU rate in bit/s used to check that an early upload finishes before exit, "
+        "when the RSU is given no link model"
     )
+
+
+class LinkRates(Protocol):
+    """Link rates in bit/s by distance in metres: vehicle-to-RSU uplink and vehicle-to-vehicle."""
+
+    def uplink_bps(self, distance_m: float) -> float: ...
+
+    def v2v_bps(self, distance_m: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class FixedRates:
+    """Distance-independent rates, as configured (`FtWeights.uplink_rate_bps`, `FtWeights.v2v_rate_bps`)."""
+
+    uplink: float
+    v2v: float
+
+    @classmethod
+    def from_weights(cls, weights: FtWeights) -> FixedRates:
+        return cls(uplink=weights.uplink_rate_bps, v2v=weights.v2v_rate_bps)
+
+    def uplink_bps(self, distance_m: float) -> float:
+        return self.uplink
+
+    def v2v_bps(self, distance_m: float) -> float:
+        return self.v2v
 
 
 @dataclass
@@ -72,9 +103,15 @@ def needs_decision(exit_in_s: float, remaining_s: float) -> bool:
     return exit_in_s < remaining_s
 
 
-def migration_cost(adapter_bytes: int, weights: FtWeights) -> tuple[float, float, float]:
-    """(cost, tau_mig in s, e_mig in J): tau_mig = 8 bytes / v2v_rate, e_mig = p_tx tau_mig (modelled)."""
-    tau = 8.0 * adapter_bytes / weights.v2v_rate_bps
+def migration_cost(adapter_bytes: int, weights: FtWeights, v2v_bps: float | None = None) -> tuple[float, float, float]:
+    """(cost, tau_mig in s, e_mig in J): tau_mig = 8 bytes / v2v rate, e_mig = p_tx tau_mig (modelled).
+
+    `v2v_bps` is the link model's rate to the target; None uses the configured `weights.v2v_rate_bps`.
+    """
+    rate = weights.v2v_rate_bps if v2v_bps is None else v2v_bps
+    if not (rate > 0):
+        _reject(f"v2v rate = {rate!r} must be > 0")
+    tau = 8.0 * adapter_bytes / rate
     energy = weights.p_tx_w * tau
     return weights.alpha_tau * tau + weights.beta_e * energy, tau, energy
 
@@ -94,6 +131,8 @@ def decide(
     candidates: list[Candidate],
     weights: FtWeights,
     exit_in_s: float,
+    rates: LinkRates | None = None,
+    rsu_distance_m: float = 0.0,
 ) -> FtDecision:
     """Choose early upload, migration or abandonment by least cost (PAPER.md section 6).
 
@@ -110,6 +149,9 @@ def decide(
         candidates: in-coverage vehicles of the same task (the leaving vehicle excluded by the caller).
         weights: the cost weights.
         exit_in_s: T_exit in seconds (inf allowed), bounds the transfers and is recorded in the decision.
+        rates: the link model (uplink at `rsu_distance_m`, V2V at the candidate's distance); None = the
+            configured fixed rates in `weights`.
+        rsu_distance_m: the leaving vehicle's distance to the RSU.
     """
     for name, value in (("q_target", q_target), ("q_partial", q_partial), ("e_spent_j", e_spent_j)):
         if not math.isfinite(value) or value < 0:
@@ -118,9 +160,14 @@ def decide(
         _reject(f"adapter_bytes = {adapter_bytes} must be >= 0")
     if math.isnan(exit_in_s) or exit_in_s < 0:
         _reject(f"exit_in_s = {exit_in_s!r} must be >= 0 (inf allowed)")
+    links = rates if rates is not None else FixedRates.from_weights(weights)
     target = nearest_candidate(candidates)
-    mig_cost, tau_mig, _ = migration_cost(adapter_bytes, weights)
-    tau_up = 8.0 * adapter_bytes / weights.uplink_rate_bps
+    mig_cost, tau_mig, _ = migration_cost(adapter_bytes, weights,
+                                          links.v2v_bps(target.distance_m) if target is not None else None)
+    up_bps = links.uplink_bps(max(0.0, rsu_distance_m))
+    if not (up_bps > 0):
+        _reject(f"uplink rate = {up_bps!r} must be > 0")
+    tau_up = 8.0 * adapter_bytes / up_bps
     costs: dict[str, float] = {
         "early_upload": weights.gamma_q * max(0.0, q_target - q_partial) if tau_up <= exit_in_s else math.inf,
         "migrate": mig_cost if target is not None and tau_mig <= exit_in_s else math.inf,

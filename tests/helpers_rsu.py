@@ -79,9 +79,9 @@ def make_update(vehicle: str, round_: int, rank: int = 4, samples: int = 100, jo
 
 def status(vehicle: str, x: float = 0.0, y: float = 0.0, vx: float = 0.0, vy: float = 0.0,
            tasks: tuple[str, ...] = ("t1",), state: str = "online", busy: bool = False, sent_at: float = 0.0,
-           ) -> tuple[str, bytes]:
+           exits: dict[str, float] | None = None) -> tuple[str, bytes]:
     msg = AgentStatus(sender=vehicle, sent_at=sent_at, role="vehicle", state=state, tasks=list(tasks), busy=busy,
-                      position=Position(x=x, y=y), velocity=Velocity(vx=vx, vy=vy))
+                      position=Position(x=x, y=y), velocity=Velocity(vx=vx, vy=vy), exit_in_s=exits)
     return TOPICS.status(Role.VEHICLE, vehicle), encode(msg)
 
 

@@ -46,7 +46,7 @@ def test_same_seed_gives_identical_metrics(tmp_path: Path) -> None:
 
 
 def test_compare_runs_every_policy_and_the_ablations(tmp_path: Path) -> None:
-    results = compare(small(rounds=1), tmp_path)
+    results = compare(small(rounds=1), tmp_path, seeds=[0, 1])
     assert set(results) == set(POLICIES) | set(ABLATIONS)
     table = (tmp_path / "compare.md").read_text()
     on_disk = json.loads((tmp_path / "compare.json").read_text())
@@ -55,8 +55,12 @@ def test_compare_runs_every_policy_and_the_ablations(tmp_path: Path) -> None:
         assert {"per_task_accuracy", "avg_accuracy", "mean_round_latency_s", "energy_j", "budget_j", "violation_j",
                 "bytes_on_wire"} <= set(on_disk[name])
         assert on_disk[name]["bytes_on_wire"] > 0
-        cfg = json.loads((tmp_path / name / "config.json").read_text())
-        assert cfg["policy"] == (name if name in POLICIES else "ucb-dual")
+        for seed in (0, 1):
+            cfg = json.loads((tmp_path / name / f"seed-{seed}" / "config.json").read_text())
+            assert cfg["policy"] == (name if name in POLICIES else "ucb-dual") and cfg["seed"] == seed
+        assert on_disk[name]["seeds"] == [0, 1] and set(on_disk[name]["runs"]) == {"0", "1"}
+        assert "avg_accuracy" in on_disk[name]["ci95"]
+    assert "±" in table and "Seeds 0, 1 (n = 2)" in table and "measured" in table
     # HomoLoRA trains one rank everywhere; the bandit explores several
     assert set(results["homolora"]["rank_counts"]) == {"8"}
     assert (tmp_path / "compare_avg_accuracy.png").exists()
@@ -65,6 +69,9 @@ def test_compare_runs_every_policy_and_the_ablations(tmp_path: Path) -> None:
 def test_surrogate_sweep_is_labelled(tmp_path: Path) -> None:
     summary = run_fleet(small(learner="surrogate"), tmp_path)
     assert "surrogate" in summary["sources"]["accuracy"]
+    compare(small(rounds=1, learner="surrogate"), tmp_path / "cmp", ["ucb-dual"], ablations=False, seeds=[0])
+    table = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "SURROGATE" in table and "surrogate acc" in table and "Accuracy: measured" not in table
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows and all("surrogate" in r["accuracy_source"] for r in rows)
 
