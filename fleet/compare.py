@@ -13,6 +13,7 @@ from rich.console import Console
 from fleet.config import POLICIES, FleetConfig
 from fleet.plots import plot_compare, plot_scalability
 from fleet.run import run_fleet
+from fleet.terminal import RunProgress
 
 COMPARE_KEYS = ("per_task_accuracy", "avg_accuracy", "mean_round_latency_s", "energy_j", "budget_j", "violation_j",
                 "bytes_on_wire", "majority_baseline", "rank_counts", "ft_decisions", "cumulative_reward", "sources")
@@ -31,11 +32,13 @@ def compare(base: FleetConfig, out: Path, policies: list[str] | None = None, abl
         for name, change in ABLATIONS.items():
             runs[name] = base.model_copy(update={"policy": "ucb-dual", **change})
     results: dict[str, dict[str, Any]] = {}
+    progress = RunProgress(console)  # one bar per policy: rounds closed / total, elapsed, ETA
     for name, cfg in runs.items():
         if console is not None:
             console.rule(f"[bold]{name}")
-        summary = run_fleet(cfg, out / name, console)
+        summary = run_fleet(cfg, out / name, console, progress=progress, name=name)
         results[name] = {k: summary[k] for k in COMPARE_KEYS}
+    progress.stop()
     (out / "compare.json").write_text(json.dumps(results, indent=2, sort_keys=True))
     (out / "compare.md").write_text(markdown_table(results, base))
     plot_compare(results, out)
