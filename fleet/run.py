@@ -167,6 +167,7 @@ def summarise(world: World, records: list[dict[str, Any]], finished: bool) -> di
             ft_counts[key] = ft_counts.get(key, 0) + 1
     return {
         "policy": cfg.policy, "finished": finished, "sim_time_s": world.clock.now(),
+        "data": {t: ds.source for t, ds in world.datasets.items()},
         "per_task_accuracy": per_task, "entity_f1": per_task_f1,
         "avg_accuracy": sum(accs) / len(accs) if accs else math.nan,
         "majority_baseline": {t: majority_baseline(world.specs[t], world.tests[t]) for t in world.specs},
