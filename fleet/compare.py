@@ -15,6 +15,7 @@ from fleet.config import POLICIES, FleetConfig
 from fleet.plots import plot_compare, plot_scalability
 from fleet.run import run_fleet
 from fleet.stats import average_accuracy_se, fmt_ci, mean_ci95, paired_diff_ci95, within_noise
+from fleet.terminal import RunProgress
 
 COMPARE_KEYS = ("per_task_accuracy", "avg_accuracy", "mean_round_latency_s", "energy_j", "budget_j", "violation_j",
                 "bytes_on_wire", "majority_baseline", "rank_counts", "ft_decisions", "cumulative_reward", "sources")
@@ -37,14 +38,17 @@ def compare(base: FleetConfig, out: Path, policies: list[str] | None = None, abl
         for name, change in ABLATIONS.items():
             runs[name] = base.model_copy(update={"policy": "ucb-dual", **change})
     results: dict[str, dict[str, Any]] = {}
+    progress = RunProgress(console)  # one bar per policy: rounds closed / total, elapsed, ETA
     for name, cfg in runs.items():
         per_seed: dict[int, dict[str, Any]] = {}
         for seed in seeds:
             if console is not None:
                 console.rule(f"[bold]{name} · seed {seed}")
-            summary = run_fleet(cfg.model_copy(update={"seed": seed}), out / name / f"seed-{seed}", console)
+            summary = run_fleet(cfg.model_copy(update={"seed": seed}), out / name / f"seed-{seed}", console,
+                                progress=progress, name=f"{name} · seed {seed}")
             per_seed[seed] = {k: summary.get(k) for k in (*COMPARE_KEYS, "test_examples")}
         results[name] = over_seeds(per_seed)
+    progress.stop()
     (out / "compare.json").write_text(json.dumps(results, indent=2, sort_keys=True))
     (out / "compare.md").write_text(markdown_table(results, base))
     plot_compare(results, out)

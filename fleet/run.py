@@ -17,6 +17,7 @@ from rich.table import Table
 
 from edge_agent.settings import EdgeSettings
 from fleet.config import FleetConfig
+from fleet.terminal import RunProgress, fmt, round_line
 from fleet.world import World, build_world, majority_baseline
 
 log = logging.getLogger(__name__)
@@ -29,9 +30,12 @@ SURROGATE_SOURCE = "surrogate learning curve (not measured; mean vehicle figure)
 class Recorder:
     """Turns each round an RSU closes into one metrics record (evaluating the new global adapter)."""
 
-    def __init__(self, world: World, out: Path, console: Console | None) -> None:
+    def __init__(self, world: World, out: Path, progress: RunProgress | None = None, name: str = "") -> None:
         self.w = world
-        self.console = console
+        self.progress = progress
+        self.name = name or world.cfg.policy
+        self.widths = {"rsu": max(len(r.id) for r in world.rsus), "task": max(len(t.name) for t in world.cfg.tasks),
+                       "round": len(str(max(0, world.cfg.rounds - 1)))}
         self.records: list[dict[str, Any]] = []
         self._seen: dict[str, int] = {r.id: 0 for r in world.rsus}
         self._file = open(out / "metrics.jsonl", "w")  # noqa: SIM115 - closed in close()
@@ -73,12 +77,8 @@ class Recorder:
         self.records.append(row)
         self._file.write(json.dumps(row, sort_keys=True) + "\n")
         self._file.flush()
-        if self.console is not None:
-            self.console.print(
-                f"[bold]{rsu.id}[/] {rec.task:<9} r{rec.round:<2} acc {row['accuracy']:.3f} λ {rec.lam:.2f} "
-                f"E {rec.energy_j:.3g}/{rec.budget_j:.3g} J(model) ranks {list(rec.ranks)} "
-                f"upd {rec.updates}/{len(rec.participants)}" + (f" ft {dict(rec.ft)}" if rec.ft else ""),
-                highlight=False, soft_wrap=True)
+        if self.progress is not None:
+            self.progress.advance(self.name, round_line(row, self.widths))
 
 
 def fresh_state(out: Path) -> None:
@@ -88,18 +88,36 @@ def fresh_state(out: Path) -> None:
     shutil.rmtree(out / "state", ignore_errors=True)
 
 
+def total_rounds(cfg: FleetConfig) -> int:
+    """Rounds a run closes: every task at every RSU, `rounds` times."""
+    return cfg.rounds * cfg.rsus * len(cfg.tasks)
+
+
 def done(world: World) -> bool:
     n = world.cfg.rounds
     return all(sum(1 for r in rsu.history if r.task == t.name) >= n for rsu in world.rsus for t in world.cfg.tasks)
 
 
-def run_fleet(cfg: FleetConfig, out: Path, console: Console | None = None) -> dict[str, Any]:
-    """Run one experiment; returns the summary (also written to `out/summary.json`)."""
+def run_fleet(cfg: FleetConfig, out: Path, console: Console | None = None, progress: RunProgress | None = None,
+              name: str | None = None) -> dict[str, Any]:
+    """Run one experiment; returns the summary (also written to `out/summary.json`).
+
+    With a console, each closed round is shown on it (and counted on `progress`, a bar of its own when not
+    given); `name` labels this run's bar (default: the policy).
+    """
     out.mkdir(parents=True, exist_ok=True)
     fresh_state(out)
     (out / "config.json").write_text(cfg.model_dump_json(indent=2))
     world = build_world(cfg, out)
-    rec = Recorder(world, out, console)
+    if console is None:
+        progress = None
+    own = progress is None and console is not None
+    if own:
+        progress = RunProgress(console)
+    name = name or cfg.policy
+    if progress is not None:
+        progress.add(name, total_rounds(cfg))
+    rec = Recorder(world, out, progress, name)
     max_time = cfg.rounds * (cfg.round_timeout_s + cfg.round_gap_s) * 3 + 600
     try:
         world.driver.start()
@@ -107,6 +125,8 @@ def run_fleet(cfg: FleetConfig, out: Path, console: Console | None = None) -> di
         rec.poll()
     finally:
         rec.close()
+        if own and progress is not None:
+            progress.stop()
     summary = summarise(world, rec.records, finished)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     from fleet.plots import plot_run
@@ -147,6 +167,7 @@ def summarise(world: World, records: list[dict[str, Any]], finished: bool) -> di
             ft_counts[key] = ft_counts.get(key, 0) + 1
     return {
         "policy": cfg.policy, "finished": finished, "sim_time_s": world.clock.now(),
+        "data": {t: ds.source for t, ds in world.datasets.items()},
         "per_task_accuracy": per_task, "entity_f1": per_task_f1,
         "avg_accuracy": sum(accs) / len(accs) if accs else math.nan,
         "majority_baseline": {t: majority_baseline(world.specs[t], world.tests[t]) for t in world.specs},
@@ -172,8 +193,10 @@ def summary_table(summary: dict[str, Any]) -> Table:
     for task, acc in summary["per_task_accuracy"].items():
         table.add_row(task, f"{acc:.3f}", f"{summary['majority_baseline'][task]:.3f}")
     table.add_row("average", f"{summary['avg_accuracy']:.3f}", "")
-    table.caption = (f"mean round latency {summary['mean_round_latency_s']:.2f} s (modelled) · energy "
-                     f"{summary['energy_j']:.4g} J vs budget {summary['budget_j']:.4g} J (modelled) · violation "
-                     f"{summary['violation_j']:.4g} J · {summary['bytes_on_wire'] / 1e6:.2f} MB on the wire · "
-                     f"fault tolerance {summary['ft_decisions']}")
+    ratio = summary["energy_j"] / summary["budget_j"] if summary["budget_j"] else math.nan
+    table.caption = (f"mean round latency {fmt(summary['mean_round_latency_s'])} s (modelled) · energy "
+                     f"{fmt(summary['energy_j'])} J vs budget {fmt(summary['budget_j'])} J, spend/budget "
+                     f"{fmt(ratio, 2)} (modelled) · violation {fmt(summary['violation_j'])} J · "
+                     f"{fmt(summary['bytes_on_wire'] / 1e6)} MB on the wire · fault tolerance "
+                     f"{summary['ft_decisions'] or 'none'}")
     return table

@@ -61,7 +61,7 @@ def test_generated_files_are_written_once_and_read_back(tmp_path: Path) -> None:
     path = ensure_generated("token", tmp_path)
     stamp = path.stat().st_mtime_ns
     assert ensure_generated("token", tmp_path) == path and path.stat().st_mtime_ns == stamp
-    ds = load_task_dataset("token", "default", seed=0, data_dir=tmp_path)
+    ds = load_task_dataset("token", "generated", seed=0, data_dir=tmp_path)  # "default" is WNUT-16 when installed
     assert ds.num_labels == 9
     assert len(ds.train) + len(ds.test) == len(read_conll(path))
     choice = load_task_dataset("choice", "default", seed=0, data_dir=tmp_path)

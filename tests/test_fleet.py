@@ -24,8 +24,8 @@ def small(**over: object) -> FleetConfig:
 def test_run_writes_metrics_summary_config_and_plots(tmp_path: Path) -> None:
     summary = run_fleet(small(), tmp_path)
     assert summary["finished"]
-    for name in ("config.json", "metrics.jsonl", "summary.json", "accuracy.png", "lambda.png", "energy.png",
-                 "ranks.png", "latency.png"):
+    for name in ("config.json", "metrics.jsonl", "summary.json", "accuracy.png", "budget.png", "configs.png",
+                 "latency.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     # one record per task per round (one RSU here), each labelled with where its figures came from
@@ -63,7 +63,7 @@ def test_compare_runs_every_policy_and_the_ablations(tmp_path: Path) -> None:
     assert "±" in table and "Seeds 0, 1 (n = 2)" in table and "measured" in table
     # HomoLoRA trains one rank everywhere; the bandit explores several
     assert set(results["homolora"]["rank_counts"]) == {"8"}
-    assert (tmp_path / "compare_avg_accuracy.png").exists()
+    assert (tmp_path / "compare_metrics.png").exists() and (tmp_path / "accuracy_vs_energy.png").exists()
 
 
 def test_surrogate_sweep_is_labelled(tmp_path: Path) -> None:

