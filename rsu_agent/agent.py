@@ -23,6 +23,7 @@ from proto.errors import WireError
 from proto.messages import AgentStatus, FaultCommand, Handoff, Message, TaskBudget, VehicleUpdate
 from proto.topics import Channel, Role, Topics
 from rsu_agent.fault_tolerance import Candidate, decide, needs_decision
+from rsu_agent.recovery import close_or_fail
 from rsu_agent.rounds import RoundRecord, TaskRounds
 from rsu_agent.settings import RsuSettings
 from rsu_agent.state import FtRecord, StoredUpdate
@@ -88,6 +89,7 @@ class RsuAgent(Agent):
         for flt in (self.topics.all_status(Role.VEHICLE), self.topics.all_budgets(), self.topics.updates_for(self.id)):
             self._unsubs.append(self.inbox.subscribe(self.bus, flt))
         self._publish_status()
+        self.every(self.s.status_interval_s, self._periodic, "status", first_at=now + self.s.status_interval_s)
         for name, tr in self.tasks.items():
             if tr.pending is not None:  # resumed after a restart: same announcement, same deadline
                 ann, tensors = tr.announcement()
@@ -105,7 +107,10 @@ class RsuAgent(Agent):
 
     def _publish_status(self) -> None:
         self._publish(self.topics.status(Role.RSU, self.id), encode(self._status("online")), retain=True)
-        self.timers.schedule(self.clock.now() + self.s.status_interval_s, self._publish_status)
+
+    def _periodic(self) -> None:
+        """Every `status_interval_s` (runs again even when it fails): status."""
+        self._publish_status()
 
     def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         try:
@@ -222,7 +227,8 @@ class RsuAgent(Agent):
         if self._open_at.get(task) != at:
             return  # superseded by an earlier one
         del self._open_at[task]
-        self._try_open(task)
+        if not self._safe(self._try_open, task, name=f"open:{task}"):  # logged and counted; look again later
+            self._schedule_open(task, self.clock.now() + self.tasks[task].cfg.participant_retry_s)
 
     def _working_here(self, except_task: str | None = None) -> set[str]:
         """Vehicles some open round of this RSU still waits for (they are training for us)."""
@@ -279,7 +285,15 @@ class RsuAgent(Agent):
 
     def _close(self, task: str, closed_by: str) -> None:
         tr = self.tasks[task]
-        stats, record = tr.close(self.clock.now(), self.id, closed_by)
+        round_ = tr.pending.round if tr.pending is not None else -1
+        try:  # a round that cannot close normally is closed as failed (rsu_agent/recovery.py)
+            stats, record = close_or_fail(tr, self.clock.now(), self.id, closed_by)
+        except Exception:  # not even that (e.g. the disk): try again later rather than leave the task stuck
+            self.failures[f"close:{task}"] += 1
+            log.exception("task %s round %d: could not close; retrying in %.1f s", task, round_,
+                          tr.cfg.participant_retry_s)
+            self.timers.schedule(self.clock.now() + tr.cfg.participant_retry_s, lambda: self._deadline(task, round_))
+            return
         self._history.append(record)
         self._publish(self.topics.stats(self.id, task), encode(stats))
         self.metrics.round_done(task)
