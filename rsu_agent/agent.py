@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from fedrank.metrics import Metrics, NullMetrics
 from fedrank.runtime import Agent, Clock
+from proto.bounds import MAX_COST, MAX_DURATION_S
 from proto.bus import Bus, BusError, Delivery, Unsubscribe, Will
 from proto.codec import WIRE_DTYPES, decode, encode
 from proto.errors import WireError
@@ -24,6 +25,7 @@ from proto.messages import AgentStatus, FaultCommand, Handoff, Message, TaskBudg
 from proto.topics import Channel, Role, Topics
 from rsu_agent.fault_tolerance import Candidate, decide, needs_decision
 from rsu_agent.recovery import close_or_fail
+from rsu_agent.robust import admit_numerically
 from rsu_agent.rounds import RoundRecord, TaskRounds
 from rsu_agent.settings import RsuSettings
 from rsu_agent.state import FtRecord, StoredUpdate
@@ -139,7 +141,15 @@ class RsuAgent(Agent):
         msg = decode(d.payload, cls, self.s.broker.max_payload_bytes).msg
         if msg.sender != sender:
             raise UpdateRejected("sender_mismatch", f"payload sender {msg.sender} on {sender}'s topic")
+        self._check_clock(msg)
         return msg
+
+    def _check_clock(self, msg: Message) -> None:
+        """A sent_at far ahead of our clock would make every later genuine message look old: refuse it."""
+        ahead = msg.sent_at - self.clock.now()
+        if ahead > self.s.max_clock_skew_s:
+            raise UpdateRejected("clock_skew", f"sent_at {msg.sent_at:.3f} is {ahead:.0f} s ahead of our clock "
+                                 f"(limit {self.s.max_clock_skew_s:.0f} s)")
 
     def _refuse(self, topic: str, reason: str, detail: str, task: str | None) -> None:
         if reason in ("late", "duplicate"):
@@ -200,8 +210,10 @@ class RsuAgent(Agent):
         tr = self.tasks.get(task)
         if tr is None:
             raise UpdateRejected("unknown_task", f"this RSU does not host {task}")
+        self._check_clock(msg)
         identity, hold = tr.admit(sender, msg)
         update = validate_update(msg, dec.tensors, tr.cfg, tr.expected_head())
+        admit_numerically(update, tr.cfg.aggregator, tr.cfg.r_max)
         tr.accept(identity, StoredUpdate(sender, msg, dec.tensors), update, hold)
         self._delivered_at[sender] = self.clock.now()
         if hold:
@@ -357,9 +369,10 @@ class RsuAgent(Agent):
         dec = decide(q_target=q_target, q_partial=q_target * frac, e_spent_j=share * frac, adapter_bytes=nbytes,
                      candidates=self._candidates(tr, st, share), weights=self.s.ft, exit_in_s=exit_in)
         action = dec.action  # decide() already rules out transfers that cannot finish before the exit
-        costs = {k: v for k, v in dec.costs.items() if math.isfinite(v)}
+        costs = {k: min(MAX_COST, max(-MAX_COST, v)) for k, v in dec.costs.items() if math.isfinite(v)}
         rec = FtRecord(action=action, migrate_to=dec.migrate_to if action == "migrate" else None, costs=costs,
-                       exit_in_s=exit_in if math.isfinite(exit_in) else 0.0, decided_at=self.clock.now())
+                       exit_in_s=min(exit_in, MAX_DURATION_S) if math.isfinite(exit_in) else 0.0,
+                       decided_at=self.clock.now())
         tr.record_ft(vid, rec)
         cmd = FaultCommand(sender=self.id, sent_at=self.clock.now(), seq=tr.next_seq(), task=task, round=p.round,
                            vehicle=vid, action=action, migrate_to=rec.migrate_to, costs=costs, exit_in_s=rec.exit_in_s)

@@ -40,7 +40,7 @@ def test_a_close_that_raises_closes_the_round_as_failed_and_the_next_opens(tmp_p
     def broken(*a: object, **k: object) -> None:
         raise torch.linalg.LinAlgError("SVD did not converge")  # not a ValueError: the old guard missed it
 
-    monkeypatch.setattr(rounds_mod, "aggregate", broken)
+    monkeypatch.setattr(rounds_mod, "aggregate_robust", broken)
     rig.upload(make_update("v1", 0))
     rec = rig.agent.history[-1]
     assert (rec.round, rec.updates, rec.closed_by) == (0, 0, "all_arrived:failed")
