@@ -93,6 +93,8 @@ class CloudAgent(Agent):
         self._restore()
         self._unsubs.append(self.inbox.subscribe(self.bus, self.topics.all_stats()))
         self._publish_status()
+        self.every(self.s.status_interval_s, self._publish_status, "status",
+                   first_at=self.clock.now() + self.s.status_interval_s)
         self._publish_budgets()
 
     def stop(self) -> None:
@@ -128,7 +130,6 @@ class CloudAgent(Agent):
 
     def _publish_status(self) -> None:
         self._publish(self.topics.status(Role.CLOUD, self.id), encode(self._status("online")))
-        self.timers.schedule(self.clock.now() + self.s.status_interval_s, self._publish_status)
 
     def _publish_budgets(self) -> None:
         for task, a in self.state.allocations.items():
@@ -205,8 +206,10 @@ class CloudAgent(Agent):
                 new, fb = allocate(windows, TriFeedbackState(dict(self.state.difficulty)), self.s.e_total_j,
                                    self.s.feedback)
                 self.state.difficulty = fb.difficulty
-            except ValueError as exc:
-                log.error("window %d: allocation failed (%s); budgets unchanged", self.state.window, exc)
+            except Exception as exc:  # numerical trouble (overflow, ...) too: the window still closes
+                self.failures["allocate"] += 1
+                log.error("window %d: allocation failed (%s: %s); budgets unchanged", self.state.window,
+                          type(exc).__name__, exc)
         else:
             new = equal_split(self.s.tasks, self.s.e_total_j)
         self.windows.append({"window": self.state.window, "inputs": [vars(w).copy() for w in windows],

@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
@@ -100,6 +101,17 @@ class Agent(ABC):
         self.inbox = Inbox()
         self.timers = Timers()
         self.heartbeat: Callable[[], object] | None = None  # the daemon's watchdog ping, for long work
+        self.failures: Counter[str] = Counter()  # handler / job name -> times it raised (and was survived)
+
+    def every(self, interval_s: float, job: Callable[[], None], name: str, first_at: float | None = None) -> None:
+        """Run `job` every `interval_s` from `first_at` (default: now); a failing run is logged, counted in
+        `failures[name]` and the job rescheduled all the same, so one bad run never ends a periodic job."""
+
+        def fire() -> None:
+            self.timers.schedule(self.clock.now() + interval_s, fire)  # first: whatever the job does, it runs again
+            self._safe(job, name=name)
+
+        self.timers.schedule(self.clock.now() if first_at is None else first_at, fire)
 
     @abstractmethod
     def start(self) -> None:
@@ -136,11 +148,16 @@ class Agent(ABC):
             n += 1
         return n
 
-    def _safe(self, fn: Callable[..., None], *args: object) -> None:
+    def _safe(self, fn: Callable[..., None], *args: object, name: str | None = None) -> bool:
+        """Run one handler or timer; an exception is logged and counted, never raised. False when it failed."""
         try:
             fn(*args)
+            return True
         except Exception:  # one bad event never takes the agent down
-            log.exception("%s: handler %s failed", type(self).__name__, getattr(fn, "__name__", fn))
+            label = name or str(getattr(fn, "__name__", fn))
+            self.failures[label] += 1
+            log.exception("%s: handler %s failed (%d times so far)", type(self).__name__, label, self.failures[label])
+            return False
 
 
 def run_forever(agent: Agent, stop: threading.Event, tick_s: float = 0.5, on_idle: Callable[[], None] | None = None):

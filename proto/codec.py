@@ -102,7 +102,7 @@ def decode(payload: bytes, expected: type[M] | None = None, max_bytes: int = DEF
     if (expected is not None and expected.HAS_TENSORS) or (expected is None and _looks_like_safetensors(payload)):
         return _decode_tensor_message(payload, expected)
     try:
-        obj = json.loads(payload.decode("utf-8"))
+        obj = json.loads(payload.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except _JSON_ERRORS as exc:
         raise PayloadRejected("bad_json", f"{type(exc).__name__}: {str(exc)[:200]}") from exc
     msg = _validate_header(obj, expected)
@@ -158,7 +158,7 @@ def _tensor_header(payload: bytes, expected: type[Message] | None) -> tuple[Tens
     if not isinstance(meta, dict) or not isinstance(meta.get(META_KEY), str):
         raise PayloadRejected("no_header", "safetensors metadata has no fedrank header")
     try:
-        header_obj = json.loads(meta[META_KEY])
+        header_obj = json.loads(meta[META_KEY], object_pairs_hook=_no_duplicates)
     except _JSON_ERRORS as exc:
         raise PayloadRejected("bad_json", f"{type(exc).__name__}: {str(exc)[:200]}") from exc
     msg = _validate_header(header_obj, expected)
@@ -194,20 +194,34 @@ def _decode_tensor_message(payload: bytes, expected: type[Message] | None) -> De
         spec = msg.tensors.get(name)
         if spec is None or t.dtype != WIRE_DTYPES[spec.dtype] or list(t.shape) != spec.shape:
             raise PayloadRejected("tensor_mismatch", f"{name}: loaded {t.dtype} {list(t.shape)} != declaration")
-        if not _all_finite(t):
+        peak = _max_abs(t)
+        if not math.isfinite(peak):
             raise PayloadRejected("not_finite", f"{name} holds NaN or Inf")
+        if peak > msg.MAX_ABS:
+            raise PayloadRejected("tensor_magnitude", f"{name}: |element| up to {peak:.3g} > bound {msg.MAX_ABS:.3g}")
     return Decoded(msg, tensors)
 
 
-def _all_finite(t: torch.Tensor) -> bool:
-    """True when no element is NaN or +-Inf, via one float64 sum (3-5x faster than isfinite().all()).
-
-    Exact, not a heuristic: any NaN or Inf makes the sum NaN or Inf, and a float64 sum of finite wire values
-    cannot overflow (|x| <= 3.4e38 for F32/BF16, so even 2**31 elements stay below 1e48 << 1.8e308).
-    """
+def _max_abs(t: torch.Tensor) -> float:
+    """The largest |element|, NaN when any element is NaN, inf when one is +-Inf (one aminmax pass, about 3x
+    faster than a float64 sum and exact: aminmax propagates NaN)."""
     import torch
 
-    return math.isfinite(float(t.sum(dtype=torch.float64)))
+    if t.numel() == 0:
+        return 0.0
+    lo, hi = torch.aminmax(t)
+    return max(-float(lo), float(hi)) if not (math.isnan(float(lo)) or math.isnan(float(hi))) else math.nan
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    """json object_pairs_hook: a key given twice makes the header non-canonical (parsers disagree on which
+    entry wins), so it is refused rather than resolved."""
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise PayloadRejected("duplicate_key", f"key {k[:80]!r} appears more than once")
+        out[k] = v
+    return out
 
 
 def _safetensors_header(payload: bytes) -> dict:
@@ -217,7 +231,7 @@ def _safetensors_header(payload: bytes) -> dict:
     if n > _MAX_HEADER_BYTES or 8 + n > len(payload):
         raise PayloadRejected("bad_safetensors", f"header length {n} does not fit a {len(payload)}-byte payload")
     try:
-        header = json.loads(payload[8 : 8 + n].decode("utf-8"))
+        header = json.loads(payload[8 : 8 + n].decode("utf-8"), object_pairs_hook=_no_duplicates)
     except _JSON_ERRORS as exc:
         raise PayloadRejected("bad_safetensors", f"header is not JSON: {str(exc)[:120]}") from exc
     if not isinstance(header, dict):

@@ -12,6 +12,36 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from proto import SCHEMA_VERSION
+from proto.bounds import (
+    MAX_ANNOUNCE_ABS,
+    MAX_COSTS,
+    MAX_DIMS,
+    MAX_ID_LIST,
+    MAX_LAYERS,
+    MAX_RANKS,
+    MAX_TASKS,
+    MAX_TENSORS,
+    MAX_UPDATE_ABS,
+    Alpha,
+    Coord,
+    Cost,
+    Count,
+    CumulativeJoules,
+    Dim,
+    Duration,
+    Joules,
+    Label,
+    Lambda,
+    Loss,
+    Rank,
+    RoundNo,
+    Samples,
+    Seq,
+    Speed,
+    Steps,
+    Text,
+    Timestamp,
+)
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -30,22 +60,22 @@ class Message(WireModel):
 
     v: Literal[1] = SCHEMA_VERSION
     sender: Id
-    sent_at: Finite = 0.0  # sender's clock, seconds (epoch in the field, simulated in the fleet)
-    seq: int = Field(0, ge=0)  # per-sender counter; with (sender, task, round) it identifies a message
+    sent_at: Timestamp = 0.0  # sender's clock, seconds (epoch in the field, simulated in the fleet)
+    seq: Seq = 0  # per-sender counter; with (sender, task, round) it identifies a message
 
 
 class Position(WireModel):
     """Planar position in metres in the deployment's local frame (east, north)."""
 
-    x: Finite
-    y: Finite
+    x: Coord
+    y: Coord
 
 
 class Velocity(WireModel):
     """Metres per second (east, north)."""
 
-    vx: Finite
-    vy: Finite
+    vx: Speed
+    vy: Speed
 
 
 class RoundRef(WireModel):
@@ -53,7 +83,7 @@ class RoundRef(WireModel):
 
     rsu: Id
     task: Id
-    round: int = Field(ge=0)
+    round: RoundNo
 
 
 class AgentStatus(Message):
@@ -63,7 +93,7 @@ class AgentStatus(Message):
     kind: Literal["status"] = "status"
     role: Literal["vehicle", "rsu", "cloud"]
     state: Literal["online", "offline"]
-    tasks: list[Id] = Field(default_factory=list)
+    tasks: list[Id] = Field(default_factory=list, max_length=MAX_TASKS)
     position: Position | None = None
     velocity: Velocity | None = None
     rsu: Id | None = None  # vehicles: the RSU whose coverage it is in, when known
@@ -72,8 +102,8 @@ class AgentStatus(Message):
     # vehicles, optional: RSU id -> seconds until the vehicle leaves that RSU's coverage by its own route (a
     # navigation system knows it); a lower bound when the route stays inside over the whole look-ahead. An RSU
     # uses it before its straight-line estimate from position and velocity.
-    exit_in_s: dict[Id, NonNeg] | None = None
-    detail: str = ""
+    exit_in_s: Annotated[dict[Id, Duration], Field(max_length=MAX_TASKS)] | None = None
+    detail: Text = ""
 
 
 class TaskBudget(Message):
@@ -82,14 +112,14 @@ class TaskBudget(Message):
     KIND: ClassVar[str] = "budget"
     kind: Literal["budget"] = "budget"
     task: Id
-    round: int = Field(ge=0)  # the cloud's window index
-    window_rounds: int = Field(ge=1)  # Q in PAPER.md section 5
-    window_budget_j: NonNeg  # A_m
-    round_budget_j: NonNeg  # B_m(t) = A_m / Q
+    round: RoundNo  # the cloud's window index
+    window_rounds: int = Field(ge=1, le=10**6)  # Q in PAPER.md section 5
+    window_budget_j: Joules  # A_m
+    round_budget_j: Joules  # B_m(t) = A_m / Q
 
 
 class TensorSpec(WireModel):
-    shape: list[Annotated[int, Field(ge=0)]]
+    shape: list[Dim] = Field(max_length=MAX_DIMS)
     dtype: Literal["F32", "F16", "BF16"]
 
 
@@ -97,7 +127,8 @@ class TensorMessage(Message):
     """A message that travels as one safetensors blob; `tensors` is filled in by the codec."""
 
     HAS_TENSORS: ClassVar[bool] = True
-    tensors: dict[str, TensorSpec] = Field(default_factory=dict)
+    MAX_ABS: ClassVar[float] = MAX_UPDATE_ABS  # the largest |element| the codec lets through (proto/bounds.py)
+    tensors: dict[str, TensorSpec] = Field(default_factory=dict, max_length=MAX_TENSORS)
 
 
 class RoundAnnouncement(TensorMessage):
@@ -107,18 +138,19 @@ class RoundAnnouncement(TensorMessage):
     """
 
     KIND: ClassVar[str] = "round"
+    MAX_ABS: ClassVar[float] = MAX_ANNOUNCE_ABS  # singular values grow with the layer: finite in float32 only
     kind: Literal["round"] = "round"
     task: Id
     task_type: Literal["sentence", "token", "choice"]
-    round: int = Field(ge=0)
-    deadline: Finite  # on the RSU's clock
-    lam: NonNeg  # dual price lambda_m(t), PAPER.md section 4
-    round_budget_j: NonNeg  # B_m(t)
-    ranks: list[Annotated[int, Field(ge=1)]]  # candidate ranks K
-    rank: int = Field(ge=0)  # rank of the broadcast factors (<= max(ranks))
-    lora_alpha: Finite = 16.0
-    layers: list[str] = Field(default_factory=list)  # adapted module names
-    participants: list[Id] = Field(default_factory=list)  # vehicles expected in this round
+    round: RoundNo
+    deadline: Timestamp  # on the RSU's clock
+    lam: Lambda  # dual price lambda_m(t), PAPER.md section 4
+    round_budget_j: Joules  # B_m(t)
+    ranks: list[Rank] = Field(max_length=MAX_RANKS)  # candidate ranks K
+    rank: int = Field(ge=0, le=MAX_RANKS * 4096)  # rank of the broadcast factors (<= max(ranks))
+    lora_alpha: Alpha = 16.0
+    layers: list[Annotated[str, Field(max_length=512)]] = Field(default_factory=list, max_length=MAX_LAYERS)
+    participants: list[Id] = Field(default_factory=list, max_length=MAX_ID_LIST)  # vehicles expected
     aggregator: Literal["svd", "homo", "het"] = "svd"
 
     @field_validator("ranks")
@@ -132,17 +164,17 @@ class RoundAnnouncement(TensorMessage):
 class UpdateReport(WireModel):
     """What a vehicle measured while producing an update."""
 
-    rank: int = Field(ge=1)
-    samples: int = Field(ge=1)
-    joules: NonNeg  # e_v = e_train + e_up
-    energy_source: str  # e.g. "nvml", "rapl", "estimate-cpu-time", "model:jetson-orin-nano"
+    rank: Rank
+    samples: Samples
+    joules: Joules  # e_v = e_train + e_up
+    energy_source: Label  # e.g. "nvml", "rapl", "estimate-cpu-time", "model:jetson-orin-nano"
     energy_measured: bool  # False for an estimate or a modelled figure
-    train_s: NonNeg
-    upload_s: NonNeg = 0.0
-    wall_s: NonNeg  # tau_v
+    train_s: Duration
+    upload_s: Duration = 0.0
+    wall_s: Duration  # tau_v
     local_accuracy: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-    loss: NonNeg
-    steps: int = Field(0, ge=0)
+    loss: Loss
+    steps: Steps = 0
     partial: bool = False  # early upload before the planned steps were done
     migrated_from: Id | None = None
 
@@ -153,9 +185,9 @@ class VehicleUpdate(TensorMessage):
     KIND: ClassVar[str] = "update"
     kind: Literal["update"] = "update"
     task: Id
-    round: int = Field(ge=0)
+    round: RoundNo
     rsu: Id
-    lora_alpha: Finite
+    lora_alpha: Alpha
     report: UpdateReport
 
 
@@ -165,16 +197,16 @@ class TaskStats(Message):
     KIND: ClassVar[str] = "task_stats"
     kind: Literal["task_stats"] = "task_stats"
     task: Id
-    round: int = Field(ge=0)
-    energy_j: NonNeg  # E_round
-    budget_j: NonNeg  # B_m(t)
-    lam: NonNeg
-    violation_j: NonNeg  # cumulative
+    round: RoundNo
+    energy_j: CumulativeJoules  # E_round (a sum of updates' joules)
+    budget_j: Joules  # B_m(t)
+    lam: Lambda
+    violation_j: CumulativeJoules  # cumulative
     accuracy: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-    loss: NonNeg
-    ranks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
-    participants: int = Field(ge=0)
-    updates: int = Field(ge=0)
+    loss: Loss
+    ranks: list[Rank] = Field(default_factory=list, max_length=MAX_ID_LIST)
+    participants: Count
+    updates: Count
     energy_measured: bool = True
 
 
@@ -184,12 +216,12 @@ class FaultCommand(Message):
     KIND: ClassVar[str] = "command"
     kind: Literal["command"] = "command"
     task: Id
-    round: int = Field(ge=0)
+    round: RoundNo
     vehicle: Id
     action: Literal["early_upload", "migrate", "abandon"]
     migrate_to: Id | None = None
-    costs: dict[str, Finite] = Field(default_factory=dict)
-    exit_in_s: NonNeg = 0.0
+    costs: dict[Label, Cost] = Field(default_factory=dict, max_length=MAX_COSTS)
+    exit_in_s: Duration = 0.0
 
 
 class Handoff(TensorMessage):
@@ -198,13 +230,13 @@ class Handoff(TensorMessage):
     KIND: ClassVar[str] = "handoff"
     kind: Literal["handoff"] = "handoff"
     task: Id
-    round: int = Field(ge=0)
+    round: RoundNo
     rsu: Id
     vehicle: Id  # the receiver
     migrated_from: Id
-    lora_alpha: Finite
-    rank: int = Field(ge=1)
-    joules_spent: NonNeg = 0.0
+    lora_alpha: Alpha
+    rank: Rank
+    joules_spent: Joules = 0.0
 
 
 ALL_MESSAGES: tuple[type[Message], ...] = (

@@ -17,12 +17,15 @@ from dataclasses import dataclass
 
 from fedrank.metrics import Metrics, NullMetrics
 from fedrank.runtime import Agent, Clock
+from proto.bounds import MAX_COST, MAX_DURATION_S
 from proto.bus import Bus, BusError, Delivery, Unsubscribe, Will
 from proto.codec import WIRE_DTYPES, decode, encode
 from proto.errors import WireError
 from proto.messages import AgentStatus, FaultCommand, Handoff, Message, TaskBudget, VehicleUpdate
 from proto.topics import Channel, Role, Topics
 from rsu_agent.fault_tolerance import Candidate, LinkRates, decide, needs_decision
+from rsu_agent.recovery import close_or_fail
+from rsu_agent.robust import admit_numerically
 from rsu_agent.rounds import RoundRecord, TaskRounds
 from rsu_agent.settings import RsuSettings
 from rsu_agent.state import FtRecord, StoredUpdate
@@ -90,6 +93,7 @@ class RsuAgent(Agent):
         for flt in (self.topics.all_status(Role.VEHICLE), self.topics.all_budgets(), self.topics.updates_for(self.id)):
             self._unsubs.append(self.inbox.subscribe(self.bus, flt))
         self._publish_status()
+        self.every(self.s.status_interval_s, self._periodic, "status", first_at=now + self.s.status_interval_s)
         for name, tr in self.tasks.items():
             if tr.pending is not None:  # resumed after a restart: same announcement, same deadline
                 ann, tensors = tr.announcement()
@@ -107,7 +111,10 @@ class RsuAgent(Agent):
 
     def _publish_status(self) -> None:
         self._publish(self.topics.status(Role.RSU, self.id), encode(self._status("online")), retain=True)
-        self.timers.schedule(self.clock.now() + self.s.status_interval_s, self._publish_status)
+
+    def _periodic(self) -> None:
+        """Every `status_interval_s` (runs again even when it fails): status."""
+        self._publish_status()
 
     def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         try:
@@ -136,7 +143,15 @@ class RsuAgent(Agent):
         msg = decode(d.payload, cls, self.s.broker.max_payload_bytes).msg
         if msg.sender != sender:
             raise UpdateRejected("sender_mismatch", f"payload sender {msg.sender} on {sender}'s topic")
+        self._check_clock(msg)
         return msg
+
+    def _check_clock(self, msg: Message) -> None:
+        """A sent_at far ahead of our clock would make every later genuine message look old: refuse it."""
+        ahead = msg.sent_at - self.clock.now()
+        if ahead > self.s.max_clock_skew_s:
+            raise UpdateRejected("clock_skew", f"sent_at {msg.sent_at:.3f} is {ahead:.0f} s ahead of our clock "
+                                 f"(limit {self.s.max_clock_skew_s:.0f} s)")
 
     def _refuse(self, topic: str, reason: str, detail: str, task: str | None) -> None:
         if reason in ("late", "duplicate"):
@@ -197,8 +212,10 @@ class RsuAgent(Agent):
         tr = self.tasks.get(task)
         if tr is None:
             raise UpdateRejected("unknown_task", f"this RSU does not host {task}")
+        self._check_clock(msg)
         identity, hold = tr.admit(sender, msg)
         update = validate_update(msg, dec.tensors, tr.cfg, tr.expected_head())
+        admit_numerically(update, tr.cfg.aggregator, tr.cfg.r_max)
         tr.accept(identity, StoredUpdate(sender, msg, dec.tensors), update, hold)
         self._delivered_at[sender] = self.clock.now()
         if hold:
@@ -224,7 +241,8 @@ class RsuAgent(Agent):
         if self._open_at.get(task) != at:
             return  # superseded by an earlier one
         del self._open_at[task]
-        self._try_open(task)
+        if not self._safe(self._try_open, task, name=f"open:{task}"):  # logged and counted; look again later
+            self._schedule_open(task, self.clock.now() + self.tasks[task].cfg.participant_retry_s)
 
     def _working_here(self, except_task: str | None = None) -> set[str]:
         """Vehicles some open round of this RSU still waits for (they are training for us)."""
@@ -281,7 +299,15 @@ class RsuAgent(Agent):
 
     def _close(self, task: str, closed_by: str) -> None:
         tr = self.tasks[task]
-        stats, record = tr.close(self.clock.now(), self.id, closed_by)
+        round_ = tr.pending.round if tr.pending is not None else -1
+        try:  # a round that cannot close normally is closed as failed (rsu_agent/recovery.py)
+            stats, record = close_or_fail(tr, self.clock.now(), self.id, closed_by)
+        except Exception:  # not even that (e.g. the disk): try again later rather than leave the task stuck
+            self.failures[f"close:{task}"] += 1
+            log.exception("task %s round %d: could not close; retrying in %.1f s", task, round_,
+                          tr.cfg.participant_retry_s)
+            self.timers.schedule(self.clock.now() + tr.cfg.participant_retry_s, lambda: self._deadline(task, round_))
+            return
         self._history.append(record)
         self._publish(self.topics.stats(self.id, task), encode(stats))
         self.metrics.round_done(task)
@@ -357,9 +383,10 @@ class RsuAgent(Agent):
                      candidates=self._candidates(tr, st, share), weights=self.s.ft, exit_in_s=exit_in,
                      rates=self.rates, rsu_distance_m=self.s.coverage.distance_to(st.position.x, st.position.y))
         action = dec.action  # decide() already rules out transfers that cannot finish before the exit
-        costs = {k: v for k, v in dec.costs.items() if math.isfinite(v)}
+        costs = {k: min(MAX_COST, max(-MAX_COST, v)) for k, v in dec.costs.items() if math.isfinite(v)}
         rec = FtRecord(action=action, migrate_to=dec.migrate_to if action == "migrate" else None, costs=costs,
-                       exit_in_s=exit_in if math.isfinite(exit_in) else 0.0, decided_at=self.clock.now())
+                       exit_in_s=min(exit_in, MAX_DURATION_S) if math.isfinite(exit_in) else 0.0,
+                       decided_at=self.clock.now())
         tr.record_ft(vid, rec)
         cmd = FaultCommand(sender=self.id, sent_at=self.clock.now(), seq=tr.next_seq(), task=task, round=p.round,
                            vehicle=vid, action=action, migrate_to=rec.migrate_to, costs=costs, exit_in_s=rec.exit_in_s)

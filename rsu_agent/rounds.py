@@ -20,8 +20,9 @@ import torch
 from proto.adapter import Factored, pack_factored
 from proto.errors import PayloadRejected
 from proto.messages import RoundAnnouncement, TaskBudget, TaskStats, VehicleUpdate
-from rsu_agent.aggregate import ClientUpdate, aggregate
+from rsu_agent.aggregate import ClientUpdate
 from rsu_agent.dual import dual_step, violation
+from rsu_agent.robust import aggregate_robust
 from rsu_agent.settings import RsuTaskConfig
 from rsu_agent.state import FtRecord, PendingRound, StoredUpdate, TaskMeta, TaskStore
 from rsu_agent.validate import HeadSpec, UpdateRejected, head_spec, validate_update
@@ -250,9 +251,9 @@ class TaskRounds:
             note = f"{len(counted)} updates < min_updates {self.cfg.min_updates}: global kept"
         else:
             try:
-                self.layers, self.head = aggregate([c.update for c in counted.values()], self.cfg.aggregator,
-                                                   self.cfg.r_max)
-            except ValueError as exc:
+                self.layers, self.head = aggregate_robust([c.update for c in counted.values()],
+                                                          self.cfg.aggregator, self.cfg.r_max)
+            except (ValueError, ArithmeticError) as exc:  # numerical: even float64 failed (rsu_agent/robust.py)
                 note = f"aggregation failed ({exc}): global kept"
         if note:
             log.warning("task %s round %d: %s", self.cfg.name, p.round, note)

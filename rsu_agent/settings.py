@@ -81,6 +81,10 @@ class RsuSettings(AgentSettings):
     join_wait_s: float = Field(
         2.0, ge=0, description="after start, how long to collect vehicle statuses before the first announcement"
     )
+    max_clock_skew_s: float = Field(
+        300.0, gt=0, description="a status or update whose sent_at is further than this ahead of our clock is "
+        "rejected (clock_skew): it would make later genuine statuses look old"
+    )
 
     @model_validator(mode="after")
     def _unique_tasks(self) -> RsuSettings:

@@ -256,8 +256,31 @@ def test_large_finite_values_are_not_mistaken_for_inf(dtype: str) -> None:
     # A sum in the wire dtype would overflow here (fp16 max 65504); the finiteness check must not.
     top = torch.finfo(WIRE_DTYPES[dtype]).max
     t = torch.full((64, 64), top, dtype=WIRE_DTYPES[dtype])
-    out = decode(encode(UPDATE, {"big": t}, dtype=dtype), VehicleUpdate)
+    out = decode(encode(ROUND, {"big": t}, dtype=dtype), RoundAnnouncement)  # announcements: finite is enough
     assert torch.equal(out.tensors["big"], t)
+    # a vehicle's factors are bounded (proto/bounds.py): every wire dtype's max is far above the bound
+    assert rejected(encode(UPDATE, {"big": t}, dtype=dtype), VehicleUpdate).reason == "tensor_magnitude"
+
+
+def test_update_tensors_at_the_bound_pass_and_just_above_are_rejected() -> None:
+    from proto.bounds import MAX_UPDATE_ABS
+
+    ok = torch.full((3,), -MAX_UPDATE_ABS)
+    assert torch.equal(decode(encode(UPDATE, {"a": ok}), VehicleUpdate).tensors["a"], ok)
+    bad = torch.tensor([0.0, 1e20, 0.0])  # the tensors that made the aggregate's SVD fail
+    e = rejected(encode(UPDATE, {"a": bad}), VehicleUpdate)
+    assert e.reason == "tensor_magnitude" and "a:" in e.detail
+
+
+def test_a_safetensors_header_with_a_duplicate_key_is_rejected() -> None:
+    good = encode(UPDATE, {"a": torch.zeros(2)})
+    (n,) = struct.unpack("<Q", good[:8])
+    header = good[8 : 8 + n].decode()
+    # give the tensor entry twice: the second copy points at the same bytes, so only canonical form differs
+    entry = header[header.index('"a":') : header.index("}", header.index('"a":')) + 1]
+    dup = header.replace(entry, entry + "," + entry, 1).encode()
+    payload = struct.pack("<Q", len(dup)) + dup + good[8 + n :]
+    assert rejected(payload, VehicleUpdate).reason == "duplicate_key"
 
 
 def test_an_undeclared_tensor_is_rejected() -> None:
