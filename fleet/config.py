@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fleet.sim.sumo import SumoMobility
+
 Policy = Literal["ucb-dual", "homolora", "hetlora", "flexlora", "fixed-rank"]
 POLICIES: tuple[Policy, ...] = ("ucb-dual", "homolora", "hetlora", "flexlora")  # what `compare` sets side by side
 
@@ -50,7 +52,9 @@ class FleetConfig(BaseModel):
         ["jetson-orin-nano", "jetson-xavier-nx", "jetson-agx-orin", "x86-dgpu"],
         description="device profiles, assigned round-robin to vehicles",
     )
-    mobility: Literal["grid"] | Path = Field("grid", description="synthetic road grid or a T-Drive file")
+    mobility: Literal["grid", "sumo"] | Path = Field(
+        "grid", description="synthetic road grid, a SUMO network (settings in `sumo`) or a T-Drive file")
+    sumo: SumoMobility = Field(default_factory=SumoMobility, description="network, seed, duration, vehicles, RSUs")
     grid_blocks: int = Field(4, ge=2, description="road grid size in blocks per side")
     block_m: float = Field(200.0, gt=0)
     rsu_radius_m: float = Field(350.0, gt=0)
