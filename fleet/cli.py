@@ -15,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--quick", action="store_true", help="tiny random model, few rounds: under a minute")
         p.add_argument("--out", type=Path, default=Path("runs") / name, help="output directory")
         p.add_argument("--config", type=Path, help="a JSON FleetConfig (fields override the preset)")
+        p.add_argument("--preset", help="a named setting (paper: 9 vehicles, 3 tasks, 3 RSUs, "
+                       "40 rounds, the paper's channel, LoRA on q,k,v,o); --config and flags override it")
         p.add_argument("--seed", type=int)
         p.add_argument("--rounds", type=int)
         p.add_argument("--local-steps", type=int)
@@ -37,9 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _config(args: argparse.Namespace):
     import json
 
-    from fleet.config import FleetConfig
+    from fleet.config import FleetConfig, PresetError, preset_overrides
 
-    over: dict = json.loads(args.config.read_text()) if args.config else {}
+    over: dict = {}
+    if getattr(args, "preset", None):
+        try:
+            over.update(preset_overrides(args.preset))
+        except PresetError as e:
+            raise SystemExit(str(e)) from None
+    over.update(json.loads(args.config.read_text()) if args.config else {})
     for key in ("seed", "rounds", "local_steps", "threads"):
         if getattr(args, key, None) is not None:
             over[key] = getattr(args, key)

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fleet.sim.sumo import SumoMobility
+
 Policy = Literal["ucb-dual", "homolora", "hetlora", "flexlora", "fixed-rank"]
 POLICIES: tuple[Policy, ...] = ("ucb-dual", "homolora", "hetlora", "flexlora")  # what `compare` sets side by side
 
@@ -46,11 +48,15 @@ class FleetConfig(BaseModel):
     train_per_vehicle: int = Field(320, ge=8, description="local training examples per vehicle")
     test_size: int = Field(600, ge=10, description="examples of each task's test split used to score the global "
                            "model (600 per task keeps one standard error of the average accuracy near 1 point)")
+    curve_test_size: int = Field(200, ge=10, description="test examples scoring each intermediate round (the "
+                                 "accuracy curve); the final round of each RSU and task is scored on all test_size")
     devices: list[str] = Field(
         ["jetson-orin-nano", "jetson-xavier-nx", "jetson-agx-orin", "x86-dgpu"],
         description="device profiles, assigned round-robin to vehicles",
     )
-    mobility: Literal["grid"] | Path = Field("grid", description="synthetic road grid or a T-Drive file")
+    mobility: Literal["grid", "sumo"] | Path = Field(
+        "grid", description="synthetic road grid, a SUMO network (settings in `sumo`) or a T-Drive file")
+    sumo: SumoMobility = Field(default_factory=SumoMobility, description="network, seed, duration, vehicles, RSUs")
     grid_blocks: int = Field(4, ge=2, description="road grid size in blocks per side")
     block_m: float = Field(200.0, gt=0)
     rsu_radius_m: float = Field(350.0, gt=0)
@@ -76,3 +82,25 @@ class FleetConfig(BaseModel):
                                        test_size=60, max_length=32, window_rounds=2)
         base.update(overrides)
         return cls(**base)
+
+
+# Named experiment presets: FleetConfig overrides, applied under --config and command-line flags.
+PRESETS: dict[str, dict[str, object]] = {
+    # the paper's setting (docs/algorithms.md): 9 vehicles, 3 tasks, 3 RSUs, 40 rounds, its channel, LoRA on q,k,v,o
+    "paper": {"vehicles": 9, "tasks": [t.model_dump() for t in DEFAULT_TASKS], "rsus": 3, "rounds": 40,
+              "channel": "paper", "lora_targets": "qkvo"},
+}
+
+
+class PresetError(ValueError):
+    """An unknown preset name, or a preset this build's FleetConfig cannot take."""
+
+
+def preset_overrides(name: str) -> dict[str, object]:
+    """The FleetConfig overrides of preset `name` (a copy)."""
+    if name not in PRESETS:
+        raise PresetError(f"preset: {name!r} is not one of {sorted(PRESETS)}")
+    missing = sorted(set(PRESETS[name]) - set(FleetConfig.model_fields))
+    if missing:
+        raise PresetError(f"preset {name!r}: this FleetConfig has no field {', '.join(missing)}")
+    return dict(PRESETS[name])

@@ -32,7 +32,6 @@ from fleet.sim.devices import DeviceProfile, get_profile
 from fleet.sim.links import ChannelRates, fleet_channel
 from fleet.sim.mobility import RoadGrid, Trajectory, grid_trajectories
 from fleet.sim.route import route_exit_s
-from fleet.sim.tdrive import read_tdrive
 from fleet.surrogate import SurrogateLearner
 from proto.bus import Delivery
 from proto.errors import TopicRejected
@@ -169,12 +168,12 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
     vids = list(task_of)
     if cfg.mobility == "grid":
         trajs = grid_trajectories(cfg.vehicles, horizon, grid, seed=cfg.seed)
+        sites = rsu_layout(cfg, grid)
     else:
-        trajs = read_tdrive(Path(cfg.mobility)).trajectories[: cfg.vehicles]
-        if len(trajs) < cfg.vehicles:
-            raise ValueError(f"{cfg.mobility} has {len(trajs)} usable taxis, the fleet needs {cfg.vehicles}")
+        from fleet.roads import trace_layout
+
+        trajs, sites = trace_layout(cfg, horizon)
     trajectories = dict(zip(vids, trajs, strict=True))
-    sites = rsu_layout(cfg, grid)
     devices = {vid: get_profile(cfg.devices[i % len(cfg.devices)]) for i, vid in enumerate(vids)}
 
     def fix(vid: str):
