@@ -127,8 +127,9 @@ def render(cfg: dict[str, Any], summary: dict[str, Any], records: list[dict[str,
            plots: list[Path]) -> str:
     drawn = {p.name for p in plots}
     out = [f"# Fleet run: {summary.get('policy', cfg.get('policy', '?'))}", "",
-           f"Built by `fedrank fleet report` from `metrics.jsonl` ({len(records)} round records: one per task, "
-           "round and RSU) and `summary.json`.", "", "## Configuration", "", *_config_brief(cfg, summary), "",
+           f"Built from `metrics.jsonl` ({len(records)} round records: one per task, round and RSU) and "
+           "`summary.json`; `fedrank fleet report DIR` rebuilds it.", "",
+           "## Configuration", "", *_config_brief(cfg, summary), "",
            "## Summary", "",
            *_summary_table(summary, records, [t["name"] for t in cfg.get("tasks", [])]), "", "## Figures", ""]
     for info in PLOTS:
