@@ -261,6 +261,7 @@ class RoundJobs:
             if self._send(topic, payload, job):
                 self._last_upload_s = max(0.0, self.clock.now() - t0)
         self._learn(job, joules, wall)
+        self.metrics.energy_spent(job.task, joules, source)
         self.history.append({"task": job.task, "round": job.round, "rank": job.rank, "joules": joules,
                              "energy_source": source, "wall_s": wall, "local_accuracy": res.local_accuracy,
                              "partial": bool(res.partial), "migrated_from": job.migrated_from, "bytes": len(payload)})

@@ -29,6 +29,7 @@ class Metrics(Protocol):
     def set_energy(self, task: str, used_j: float, budget_j: float | None = None) -> None: ...
     def rank_chosen(self, task: str, rank: int) -> None: ...
     def broker_reconnect(self) -> None: ...
+    def energy_spent(self, task: str, joules: float, source: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -57,6 +58,9 @@ class NullMetrics:
         pass
 
     def broker_reconnect(self) -> None:
+        pass
+
+    def energy_spent(self, task: str, joules: float, source: str) -> None:
         pass
 
     def close(self) -> None:
@@ -94,6 +98,9 @@ class AgentMetrics:
         )
         self._ranks = Counter("fedrank_rank_chosen", "LoRA ranks chosen, by rank", ["task", "rank"], registry=r)
         self._reconnects = Counter("fedrank_broker_reconnects", "reconnections to the MQTT broker", registry=r)
+        self._device_energy = Counter(
+            "fedrank_device_energy_joules", "energy this device spent on its updates (train + upload), by meter source",
+            ["task", "source"], registry=r)
         self._server: object | None = None
 
     def round_done(self, task: str) -> None:
@@ -126,6 +133,10 @@ class AgentMetrics:
 
     def broker_reconnect(self) -> None:
         self._reconnects.inc()
+
+    def energy_spent(self, task: str, joules: float, source: str) -> None:
+        if _finite("device energy", task, joules) and joules >= 0:
+            self._device_energy.labels(task, source).inc(joules)
 
     def exposition(self) -> str:
         """The text a scrape of this registry returns."""

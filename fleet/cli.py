@@ -1,10 +1,14 @@
-"""`fedrank fleet run|compare`: the local mock fleet."""
+"""`fedrank fleet run|compare|report`: the local mock fleet."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--no-ablations", action="store_true")
             p.add_argument("--regret", action="store_true",
                            help="also run every fixed rank and report UCB-DUAL's regret against the best")
+    p = sub.add_parser("report", help="rebuild a run's plots and report.md from its metrics.jsonl")
+    p.add_argument("dir", type=Path, help="a `fleet run` output directory")
 
 
 def _config(args: argparse.Namespace):
@@ -74,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     from fleet.terminal import log_to_file, quiet_third_party
 
     console = Console()
+    if args.action == "report":
+        return report(args.dir, console)
     cfg = _config(args)
     if args.action == "run" and args.broker:  # the daemons log for themselves; this process only watches
         logging.basicConfig(level=(args.log_level or "WARNING").upper(),
@@ -104,4 +112,16 @@ def run(args: argparse.Namespace) -> int:
     if args.vehicles:
         scalability(cfg, args.out / "scalability", [int(v) for v in args.vehicles.split(",")], policies, console)
     console.print(f"wrote {args.out}/compare.json, compare.md and plots")
+    return 0
+
+
+def report(directory: Path, console: Console) -> int:
+    from fleet.report import ReportError, write_report
+
+    try:
+        path = write_report(directory)
+    except ReportError as exc:
+        console.print(f"[red]fleet report[/]: {exc}")
+        return 2
+    console.print(f"wrote {path} and its plots")
     return 0

@@ -129,9 +129,9 @@ def run_fleet(cfg: FleetConfig, out: Path, console: Console | None = None, progr
             progress.stop()
     summary = summarise(world, rec.records, finished)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
-    from fleet.plots import plot_run
+    from fleet.report import write_report
 
-    plot_run(rec.records, summary, out, surrogate=cfg.learner == "surrogate")
+    write_report(out)  # the plots and report.md, from the files just written (as `fleet report` rebuilds them)
     if console is not None:
         console.print(summary_table(summary))
     return summary

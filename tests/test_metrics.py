@@ -37,6 +37,8 @@ def test_counters_and_gauges_hold_what_the_agent_recorded() -> None:
     m.rank_chosen("sst2", 8)
     m.rank_chosen("sst2", 16)
     m.broker_reconnect()
+    m.energy_spent("sst2", 3.5, "nvml")
+    m.energy_spent("sst2", 1.5, "nvml")
     s = _samples(m.exposition())
     assert s[("fedrank_agent_info", (("agent", "rsu-1"), ("role", "rsu")))] == 1
     assert s[("fedrank_rounds_total", (("task", "sst2"),))] == 2
@@ -50,6 +52,7 @@ def test_counters_and_gauges_hold_what_the_agent_recorded() -> None:
     assert s[("fedrank_rank_chosen_total", (("rank", "8"), ("task", "sst2")))] == 2
     assert s[("fedrank_rank_chosen_total", (("rank", "16"), ("task", "sst2")))] == 1
     assert s[("fedrank_broker_reconnects_total", ())] == 1
+    assert s[("fedrank_device_energy_joules_total", (("source", "nvml"), ("task", "sst2")))] == 5.0
 
 
 def test_bad_values_are_logged_and_dropped(caplog: pytest.LogCaptureFixture) -> None:
