@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from proto.bus import Bus
 from proto.memory_bus import MemoryBroker, MemoryBus
@@ -15,6 +17,14 @@ try:
     from tests.mosquitto import Mosquitto, MosquittoUnavailable
 except ImportError:  # pytest run from inside tests/ with rootdir-less imports
     from mosquitto import Mosquitto, MosquittoUnavailable  # type: ignore[no-redef]
+
+# Hypothesis: the same inputs on every CI run (a failure there reproduces), fresh ones locally (more coverage
+# over time). HYPOTHESIS_PROFILE picks one explicitly; otherwise CI=true (set by .ci/run) selects "ci".
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("dev", derandomize=False)
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or (
+    "ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "dev")
+hypothesis_settings.load_profile(HYPOTHESIS_PROFILE)
 
 BusFactory = Callable[..., Bus]
 _ids = itertools.count()

@@ -21,6 +21,7 @@ import tomli_w
 from proto.codec import decode
 from proto.messages import AgentStatus, TaskStats, VehicleUpdate
 from proto.topics import Topics
+from tests.daemon_proc import wait_for_line
 from tests.mosquitto import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,7 +125,8 @@ def test_cloud_rsu_and_vehicles_run_two_rounds_and_stop_cleanly(tmp_path: Path, 
     logs = {name: tmp_path / f"{name}.log" for name in cfgs}
     procs = {name: start("edge" if name.startswith("veh") else name, cfg, logs[name]) for name, cfg in cfgs.items()}
     try:
-        wait_for(lambda: {s.round for s in stats if s.sender == "rsu-d"} >= {0, 1}, 50.0,
+        # a limit against a hang, not a timing claim (14 s idle, 33 s with two busy loops beside it)
+        wait_for(lambda: {s.round for s in stats if s.sender == "rsu-d"} >= {0, 1}, 180.0,
                  "RSU stats for rounds 0 and 1", list(logs.values()))
         assert all(p.poll() is None for p in procs.values())
     finally:
@@ -164,10 +166,14 @@ def test_idle_edge_daemon_retries_a_down_broker_without_torch_and_stops_on_sigte
     log = tmp_path / "veh.log"
     proc = start("edge", cfg, log)
     try:
-        time.sleep(4.0)
+        # Ready to be stopped: the bus's first failed attempt comes after the agent is built and the SIGTERM
+        # handler installed, and while start-up still waits for the broker.
+        wait_for_line(log, f"connect to 127.0.0.1:{port} failed", 120.0, proc)
         assert proc.poll() is None, log.read_text()
-        # idle before its first round: torch is not loaded yet (it loads with the first round's training)
-        assert "libtorch" not in Path(f"/proc/{proc.pid}/maps").read_text()
+        # idle before its first round: torch is not loaded yet (it loads with the first round's training); the
+        # process is past its imports (paho's ssl is mapped), so the check cannot pass on a half-started daemon
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "_ssl" in maps and "libtorch" not in maps
     finally:
         asked = time.monotonic()
         codes = stop({"veh": proc})
