@@ -24,6 +24,7 @@ from proto.errors import WireError
 from proto.messages import AgentStatus, FaultCommand, Handoff, Message, TaskBudget, VehicleUpdate
 from proto.topics import Channel, Role, Topics
 from rsu_agent.fault_tolerance import Candidate, LinkRates, decide, needs_decision
+from rsu_agent.precheck import precheck_update
 from rsu_agent.recovery import close_or_fail
 from rsu_agent.robust import admit_numerically
 from rsu_agent.rounds import RoundRecord, TaskRounds
@@ -204,16 +205,12 @@ class RsuAgent(Agent):
                 self._check_leaving(name, msg)
 
     def _on_update(self, d: Delivery, sender: str, task: str) -> None:
+        # topic, size and header first: no tensor is loaded for an update that cannot count (rsu_agent/precheck.py)
+        tr, identity, hold = precheck_update(self.tasks, self.id, d.payload, sender, task,
+                                             self.s.broker.max_payload_bytes, self._check_clock)
         dec = decode(d.payload, VehicleUpdate, self.s.broker.max_payload_bytes)
         msg = dec.msg
         assert isinstance(msg, VehicleUpdate)
-        if msg.sender != sender or msg.task != task or msg.rsu != self.id:
-            raise UpdateRejected("topic_mismatch", f"{msg.sender}/{msg.task}/{msg.rsu} on {d.topic}")
-        tr = self.tasks.get(task)
-        if tr is None:
-            raise UpdateRejected("unknown_task", f"this RSU does not host {task}")
-        self._check_clock(msg)
-        identity, hold = tr.admit(sender, msg)
         update = validate_update(msg, dec.tensors, tr.cfg, tr.expected_head())
         admit_numerically(update, tr.cfg.aggregator, tr.cfg.r_max)
         tr.accept(identity, StoredUpdate(sender, msg, dec.tensors), update, hold)
