@@ -77,6 +77,9 @@ def serve(role: str, settings: AgentSettings, make_agent: Callable[[Any, Any, An
         signal.signal(sig, on_signal)
     notifier = Notifier()
     agent.heartbeat = notifier.tick  # long work (training) keeps the systemd watchdog fed
+    # Handlers first: the broker hands over what it queued for our persistent session right after CONNACK, and a
+    # message with no handler would be acknowledged and lost. They only enqueue; the agent starts below.
+    agent.subscribe()
     # Wait for the broker in short slices so that a SIGTERM during the wait is honoured at once.
     will, give_up = agent.will(), time.monotonic() + CONNECT_WAIT_S
     while True:

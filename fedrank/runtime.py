@@ -100,10 +100,25 @@ class Agent(ABC):
         self.inbox = Inbox()
         self.timers = Timers()
         self.heartbeat: Callable[[], object] | None = None  # the daemon's watchdog ping, for long work
+        self._subscribed = False
+
+    def subscribe(self) -> None:
+        """Register the agent's bus handlers (they only enqueue), once; the bus need not be connected.
+
+        A daemon calls this before it connects its persistent session, so that what the broker kept for it while
+        it was down has a handler the moment it arrives: it waits in the inbox until `start()` has run.
+        """
+        if not self._subscribed:
+            self._subscribed = True
+            self._subscriptions()
+
+    def _subscriptions(self) -> None:
+        """Subscribe to every filter the agent needs (called once, by `subscribe`)."""
+        return
 
     @abstractmethod
     def start(self) -> None:
-        """Subscribe and announce (the bus is connected)."""
+        """Subscribe (if not done yet) and announce (the bus is connected)."""
 
     @abstractmethod
     def on_delivery(self, d: Delivery) -> None:
@@ -123,7 +138,8 @@ class Agent(ABC):
 
     @abstractmethod
     def stop(self) -> None:
-        """Finish or abandon the current step, publish offline status."""
+        """Finish or abandon the current step, publish offline status. Never unsubscribes: the broker keeps
+        queueing for the persistent session while the daemon is down, and hands it over after the restart."""
 
     def pump(self, max_items: int | None = None) -> int:
         """Handle queued deliveries without blocking (fleet scheduler); returns how many."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from fedrank.metrics import Metrics, NullMetrics
 from fedrank.runtime import Agent, Clock
-from proto.bus import Bus, BusError, Delivery, Unsubscribe, Will
+from proto.bus import Bus, BusError, Delivery, Will
 from proto.codec import WIRE_DTYPES, decode, encode
 from proto.errors import WireError
 from proto.messages import AgentStatus, FaultCommand, Handoff, Message, TaskBudget, VehicleUpdate
@@ -54,7 +54,6 @@ class RsuAgent(Agent):
         self.vehicles: dict[str, _Vehicle] = {}
         self._delivered_at: dict[str, float] = {}  # vehicle -> when we accepted its last update
         self._open_at: dict[str, float] = {}  # task -> time of the one pending "try to open" timer
-        self._unsubs: list[Unsubscribe] = []
         self._history: list[RoundRecord] = []
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
@@ -81,12 +80,15 @@ class RsuAgent(Agent):
         """The offline status the broker publishes if this RSU drops uncleanly (set before connect)."""
         return Will(self.topics.status(Role.RSU, self.id), encode(self._status("offline")), qos=1, retain=True)
 
+    def _subscriptions(self) -> None:
+        for flt in (self.topics.all_status(Role.VEHICLE), self.topics.all_budgets(), self.topics.updates_for(self.id)):
+            self.inbox.subscribe(self.bus, flt)
+
     def start(self) -> None:
         now = self.clock.now()
         for cfg in self.s.tasks:
             self.tasks[cfg.name] = TaskRounds.restore(cfg, self.s.state_dir, ema=self.s.round_time_ema)
-        for flt in (self.topics.all_status(Role.VEHICLE), self.topics.all_budgets(), self.topics.updates_for(self.id)):
-            self._unsubs.append(self.inbox.subscribe(self.bus, flt))
+        self.subscribe()
         self._publish_status()
         for name, tr in self.tasks.items():
             if tr.pending is not None:  # resumed after a restart: same announcement, same deadline
@@ -97,10 +99,7 @@ class RsuAgent(Agent):
                 self._schedule_open(name, now + self.s.join_wait_s)
 
     def stop(self) -> None:
-        for unsub in self._unsubs:
-            unsub()
-        self._unsubs.clear()
-        self.timers.clear()
+        self.timers.clear()  # the subscriptions stay: the broker queues for us until we are back
         self._publish(self.topics.status(Role.RSU, self.id), encode(self._status("offline")), retain=True)
 
     def _publish_status(self) -> None:
