@@ -29,6 +29,7 @@ class Metrics(Protocol):
     def set_energy(self, task: str, used_j: float, budget_j: float | None = None) -> None: ...
     def rank_chosen(self, task: str, rank: int) -> None: ...
     def broker_reconnect(self) -> None: ...
+    def set_degraded(self, component: str, degraded: bool) -> None: ...
     def close(self) -> None: ...
 
 
@@ -57,6 +58,9 @@ class NullMetrics:
         pass
 
     def broker_reconnect(self) -> None:
+        pass
+
+    def set_degraded(self, component: str, degraded: bool) -> None:
         pass
 
     def close(self) -> None:
@@ -94,6 +98,8 @@ class AgentMetrics:
         )
         self._ranks = Counter("fedrank_rank_chosen", "LoRA ranks chosen, by rank", ["task", "rank"], registry=r)
         self._reconnects = Counter("fedrank_broker_reconnects", "reconnections to the MQTT broker", registry=r)
+        self._degraded = Gauge("fedrank_degraded", "1 while a component (storage) keeps the agent from full service",
+                               ["component"], registry=r)
         self._server: object | None = None
 
     def round_done(self, task: str) -> None:
@@ -126,6 +132,9 @@ class AgentMetrics:
 
     def broker_reconnect(self) -> None:
         self._reconnects.inc()
+
+    def set_degraded(self, component: str, degraded: bool) -> None:
+        self._degraded.labels(component).set(1 if degraded else 0)
 
     def exposition(self) -> str:
         """The text a scrape of this registry returns."""

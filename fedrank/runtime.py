@@ -129,6 +129,11 @@ class Agent(ABC):
         for cb in self.timers.pop_due(self.clock.now()):
             self._safe(cb)  # one failing timer does not cost the others due at the same instant
 
+    def healthy(self) -> bool:
+        """False while the agent cannot make progress (e.g. its disk refuses writes): the daemon then stops
+        feeding the systemd watchdog, so that systemd restarts it if that lasts."""
+        return True
+
     def next_deadline(self) -> float | None:
         return self.timers.next_due()
 

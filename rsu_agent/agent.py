@@ -26,6 +26,7 @@ from rsu_agent.fault_tolerance import Candidate, decide, needs_decision
 from rsu_agent.rounds import RoundRecord, TaskRounds
 from rsu_agent.settings import RsuSettings
 from rsu_agent.state import FtRecord, StoredUpdate
+from rsu_agent.storage import STORAGE, DiskGuard
 from rsu_agent.validate import UpdateRejected, validate_update
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ class RsuAgent(Agent):
         self._history: list[RoundRecord] = []
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
+        self.disk = DiskGuard(settings.state_dir, self.metrics, self._status_changed)
+        self._close_retry: set[str] = set()  # tasks whose close waits for the disk
+        self._disk_timer = 0.0
 
     # -- read-only views ------------------------------------------------------------------------------
     @property
@@ -74,7 +78,7 @@ class RsuAgent(Agent):
     # -- lifecycle ------------------------------------------------------------------------------------
     def _status(self, state: str) -> AgentStatus:
         return AgentStatus(sender=self.id, sent_at=self.clock.now(), role="rsu", state=state,
-                           tasks=[t.name for t in self.s.tasks])
+                           tasks=[t.name for t in self.s.tasks], detail=self.disk.health.detail())
 
     def will(self) -> Will:
         """The offline status the broker publishes if this RSU drops uncleanly (set before connect)."""
@@ -103,8 +107,29 @@ class RsuAgent(Agent):
         self._publish(self.topics.status(Role.RSU, self.id), encode(self._status("offline")), retain=True)
 
     def _publish_status(self) -> None:
-        self._publish(self.topics.status(Role.RSU, self.id), encode(self._status("online")), retain=True)
+        self._status_changed()
         self.timers.schedule(self.clock.now() + self.s.status_interval_s, self._publish_status)
+
+    def _status_changed(self) -> None:
+        self._publish(self.topics.status(Role.RSU, self.id), encode(self._status("online")), retain=True)
+
+    def healthy(self) -> bool:
+        """False while a round cannot open or close because the state directory refuses writes."""
+        return self.disk.healthy
+
+    def on_tick(self) -> None:
+        super().on_tick()
+        self._watch_disk()
+
+    def _watch_disk(self) -> None:
+        """Notice meta.json writes that failed; while degraded, retry them when due (a timer makes sure a turn
+        comes then, also under a simulated clock)."""
+        dirty = [(f"task {n}: meta.json", tr.flush, tr.meta_error) for n, tr in self.tasks.items() if tr.meta_dirty]
+        self.disk.check(self.clock.now(), dirty)
+        h = self.disk.health
+        if h.degraded and self._disk_timer != h.next_try:
+            self._disk_timer = h.next_try
+            self.timers.schedule(h.next_try, lambda: None)  # on_tick runs after it
 
     def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         try:
@@ -128,6 +153,7 @@ class RsuAgent(Agent):
                 raise UpdateRejected("unexpected_topic", d.topic)
         except WireError as exc:
             self._refuse(d.topic, exc.reason, exc.detail, task)
+        self._watch_disk()
 
     def _decode(self, d: Delivery, cls: type[Message], sender: str) -> Message:
         msg = decode(d.payload, cls, self.s.broker.max_payload_bytes).msg
@@ -196,7 +222,13 @@ class RsuAgent(Agent):
             raise UpdateRejected("unknown_task", f"this RSU does not host {task}")
         identity, hold = tr.admit(sender, msg)
         update = validate_update(msg, dec.tensors, tr.cfg, tr.expected_head())
-        tr.accept(identity, StoredUpdate(sender, msg, dec.tensors), update, hold)
+        try:
+            tr.accept(identity, StoredUpdate(sender, msg, dec.tensors), update, hold)
+        except OSError as exc:  # not durable, so not counted: rejected (and counted) as `storage`
+            self.disk.failed(self.clock.now(), f"task {task} round {msg.round}: saving {identity}'s update", exc)
+            raise UpdateRejected(STORAGE, f"{identity}'s update could not be written: {exc}") from exc
+        if not tr.meta_dirty:
+            self.disk.ok(self.clock.now())
         self._delivered_at[sender] = self.clock.now()
         if hold:
             self._counts["held"] += 1
@@ -256,7 +288,13 @@ class RsuAgent(Agent):
                      tr.cfg.min_participants, tr.cfg.participant_retry_s)
             self._schedule_open(task, now + tr.cfg.participant_retry_s)
             return
-        ann, tensors = tr.open(parts, now, self.id)
+        try:
+            ann, tensors = tr.open(parts, now, self.id)
+        except OSError as exc:  # nothing opened; try again when the backoff says so
+            delay = self.disk.failed(now, f"task {task}: opening round {tr.meta.next_round}", exc, stall=f"open:{task}")
+            self._schedule_open(task, now + delay)
+            return
+        self.disk.ok(now, unstall=f"open:{task}")
         self._publish(self.topics.round(self.id, task), encode(ann, tensors, self.s.wire_dtype), retain=True)
         log.info("task %s: round %d open to %s until %.1f (lam %.3f, budget %.1f J)", task, ann.round, parts,
                  ann.deadline, ann.lam, ann.round_budget_j)
@@ -271,6 +309,11 @@ class RsuAgent(Agent):
             log.info("task %s round %d: deadline passed; dropping %s", task, round_, missing)
         self._close(task, "deadline")
 
+    def _retry_close(self, task: str, closed_by: str) -> None:
+        self._close_retry.discard(task)
+        if self.tasks[task].pending is not None:
+            self._close(task, closed_by)
+
     def _maybe_close(self, task: str) -> None:
         tr = self.tasks[task]
         if tr.pending is not None and not tr.waiting():
@@ -278,7 +321,17 @@ class RsuAgent(Agent):
 
     def _close(self, task: str, closed_by: str) -> None:
         tr = self.tasks[task]
-        stats, record = tr.close(self.clock.now(), self.id, closed_by)
+        now = self.clock.now()
+        try:
+            stats, record = tr.close(now, self.id, closed_by)
+        except OSError as exc:  # the round stays open with what it had; closing is retried with backoff
+            assert tr.pending is not None
+            delay = self.disk.failed(now, f"task {task}: closing round {tr.pending.round}", exc, stall=f"close:{task}")
+            if task not in self._close_retry:
+                self._close_retry.add(task)
+                self.timers.schedule(now + delay, lambda: self._retry_close(task, closed_by))
+            return
+        self.disk.ok(now, unstall=f"close:{task}")
         self._history.append(record)
         self._publish(self.topics.stats(self.id, task), encode(stats))
         self.metrics.round_done(task)
