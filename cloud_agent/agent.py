@@ -22,7 +22,7 @@ from cloud_agent.tri_feedback import TaskWindow, TriFeedbackState, allocate, equ
 from fedrank.metrics import Metrics, NullMetrics
 from fedrank.runtime import Agent, Clock
 from fedrank.state import atomic_write_json, read_json
-from proto.bus import Bus, BusError, Delivery, Unsubscribe, Will
+from proto.bus import Bus, BusError, Delivery, Will
 from proto.codec import decode, encode
 from proto.errors import WireError
 from proto.messages import AgentStatus, TaskBudget, TaskStats
@@ -68,7 +68,6 @@ class CloudAgent(Agent):
         self.topics = topics or Topics(settings.topic_root)
         self.state = CloudState()
         self._file = settings.state_dir / "cloud.json"
-        self._unsubs: list[Unsubscribe] = []
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
         self.windows: list[dict[str, Any]] = []  # per closed window: inputs and the new allocation (fleet reads)
@@ -89,19 +88,19 @@ class CloudAgent(Agent):
     def will(self) -> Will:
         return Will(self.topics.status(Role.CLOUD, self.id), encode(self._status("offline")), qos=1, retain=True)
 
+    def _subscriptions(self) -> None:
+        self.inbox.subscribe(self.bus, self.topics.all_stats())
+
     def start(self) -> None:
         self._restore()
-        self._unsubs.append(self.inbox.subscribe(self.bus, self.topics.all_stats()))
+        self.subscribe()
         self._publish_status()
         self.every(self.s.status_interval_s, self._publish_status, "status",
                    first_at=self.clock.now() + self.s.status_interval_s)
         self._publish_budgets()
 
     def stop(self) -> None:
-        for unsub in self._unsubs:
-            unsub()
-        self._unsubs.clear()
-        self.timers.clear()
+        self.timers.clear()  # the subscription stays: the broker queues stats for us until we are back
         self._publish(self.topics.status(Role.CLOUD, self.id), encode(self._status("offline")))
 
     def _restore(self) -> None:

@@ -101,11 +101,14 @@ class VehicleAgent(RoundJobs, Agent):
     def will(self) -> Will:
         return Will(self.topics.status(Role.VEHICLE, self.id), self._status("offline").model_dump_json().encode())
 
-    def start(self) -> None:
+    def _subscriptions(self) -> None:
         for task in self.tasks:
             self.inbox.subscribe(self.bus, self.topics.rounds_for_task(task))
         self.bus.subscribe(self.topics.commands_for(self.id), self._command_arrived)
         self.inbox.subscribe(self.bus, self.topics.handoffs_for(self.id))
+
+    def start(self) -> None:
+        self.subscribe()
         self._publish_status()
 
     def stop(self) -> None:

@@ -77,6 +77,9 @@ def serve(role: str, settings: AgentSettings, make_agent: Callable[[Any, Any, An
         signal.signal(sig, on_signal)
     notifier = Notifier()
     agent.heartbeat = notifier.tick  # long work (training) keeps the systemd watchdog fed
+    # Handlers first: the broker hands over what it queued for our persistent session right after CONNACK, and a
+    # message with no handler would be acknowledged and lost. They only enqueue; the agent starts below.
+    agent.subscribe()
     # Wait for the broker in short slices so that a SIGTERM during the wait is honoured at once.
     will, give_up = agent.will(), time.monotonic() + CONNECT_WAIT_S
     while True:
@@ -95,8 +98,16 @@ def serve(role: str, settings: AgentSettings, make_agent: Callable[[Any, Any, An
     log.info("%s %s running", role, settings.id)
     attempts = [getattr(bus, "attempts", 0)]
 
+    fed = [True]
+
     def on_idle() -> None:
-        notifier.tick()
+        healthy = agent.healthy()
+        if healthy:
+            notifier.tick()
+        if healthy != fed[0]:
+            fed[0] = healthy
+            log.log(logging.INFO if healthy else logging.ERROR, "%s the systemd watchdog (agent %s)",
+                    "feeding" if healthy else "no longer feeding", "healthy again" if healthy else "cannot progress")
         now = getattr(bus, "attempts", 0)
         for _ in range(now - attempts[0]):  # each connection attempt after the first is a reconnect
             metrics.broker_reconnect()

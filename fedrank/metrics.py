@@ -30,6 +30,7 @@ class Metrics(Protocol):
     def rank_chosen(self, task: str, rank: int) -> None: ...
     def broker_reconnect(self) -> None: ...
     def energy_spent(self, task: str, joules: float, source: str) -> None: ...
+    def set_degraded(self, component: str, degraded: bool) -> None: ...
     def close(self) -> None: ...
 
 
@@ -61,6 +62,9 @@ class NullMetrics:
         pass
 
     def energy_spent(self, task: str, joules: float, source: str) -> None:
+        pass
+
+    def set_degraded(self, component: str, degraded: bool) -> None:
         pass
 
     def close(self) -> None:
@@ -101,6 +105,8 @@ class AgentMetrics:
         self._device_energy = Counter(
             "fedrank_device_energy_joules", "energy this device spent on its updates (train + upload), by meter source",
             ["task", "source"], registry=r)
+        self._degraded = Gauge("fedrank_degraded", "1 while a component (storage) keeps the agent from full service",
+                               ["component"], registry=r)
         self._server: object | None = None
 
     def round_done(self, task: str) -> None:
@@ -137,6 +143,9 @@ class AgentMetrics:
     def energy_spent(self, task: str, joules: float, source: str) -> None:
         if _finite("device energy", task, joules) and joules >= 0:
             self._device_energy.labels(task, source).inc(joules)
+
+    def set_degraded(self, component: str, degraded: bool) -> None:
+        self._degraded.labels(component).set(1 if degraded else 0)
 
     def exposition(self) -> str:
         """The text a scrape of this registry returns."""

@@ -102,6 +102,7 @@ class Agent(ABC):
         self.timers = Timers()
         self.heartbeat: Callable[[], object] | None = None  # the daemon's watchdog ping, for long work
         self.failures: Counter[str] = Counter()  # handler / job name -> times it raised (and was survived)
+        self._subscribed = False
 
     def every(self, interval_s: float, job: Callable[[], None], name: str, first_at: float | None = None) -> None:
         """Run `job` every `interval_s` from `first_at` (default: now); a failing run is logged, counted in
@@ -113,9 +114,23 @@ class Agent(ABC):
 
         self.timers.schedule(self.clock.now() if first_at is None else first_at, fire)
 
+    def subscribe(self) -> None:
+        """Register the agent's bus handlers (they only enqueue), once; the bus need not be connected.
+
+        A daemon calls this before it connects its persistent session, so that what the broker kept for it while
+        it was down has a handler the moment it arrives: it waits in the inbox until `start()` has run.
+        """
+        if not self._subscribed:
+            self._subscribed = True
+            self._subscriptions()
+
+    def _subscriptions(self) -> None:
+        """Subscribe to every filter the agent needs (called once, by `subscribe`)."""
+        return
+
     @abstractmethod
     def start(self) -> None:
-        """Subscribe and announce (the bus is connected)."""
+        """Subscribe (if not done yet) and announce (the bus is connected)."""
 
     @abstractmethod
     def on_delivery(self, d: Delivery) -> None:
@@ -126,6 +141,11 @@ class Agent(ABC):
         for cb in self.timers.pop_due(self.clock.now()):
             self._safe(cb)  # one failing timer does not cost the others due at the same instant
 
+    def healthy(self) -> bool:
+        """False while the agent cannot make progress (e.g. its disk refuses writes): the daemon then stops
+        feeding the systemd watchdog, so that systemd restarts it if that lasts."""
+        return True
+
     def next_deadline(self) -> float | None:
         return self.timers.next_due()
 
@@ -135,7 +155,8 @@ class Agent(ABC):
 
     @abstractmethod
     def stop(self) -> None:
-        """Finish or abandon the current step, publish offline status."""
+        """Finish or abandon the current step, publish offline status. Never unsubscribes: the broker keeps
+        queueing for the persistent session while the daemon is down, and hands it over after the restart."""
 
     def pump(self, max_items: int | None = None) -> int:
         """Handle queued deliveries without blocking (fleet scheduler); returns how many."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from fedrank.metrics import Metrics, NullMetrics
 from fedrank.runtime import Agent, Clock
 from proto.bounds import MAX_COST, MAX_DURATION_S
-from proto.bus import Bus, BusError, Delivery, Unsubscribe, Will
+from proto.bus import Bus, BusError, Delivery, Will
 from proto.codec import WIRE_DTYPES, decode, encode
 from proto.errors import WireError
 from proto.messages import AgentStatus, FaultCommand, Handoff, Message, TaskBudget, VehicleUpdate
@@ -30,6 +30,7 @@ from rsu_agent.robust import admit_numerically
 from rsu_agent.rounds import RoundRecord, TaskRounds
 from rsu_agent.settings import RsuSettings
 from rsu_agent.state import FtRecord, StoredUpdate
+from rsu_agent.storage import STORAGE, DiskGuard
 from rsu_agent.validate import UpdateRejected, validate_update
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,12 @@ class RsuAgent(Agent):
         self.vehicles: dict[str, _Vehicle] = {}
         self._delivered_at: dict[str, float] = {}  # vehicle -> when we accepted its last update
         self._open_at: dict[str, float] = {}  # task -> time of the one pending "try to open" timer
-        self._unsubs: list[Unsubscribe] = []
         self._history: list[RoundRecord] = []
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
+        self.disk = DiskGuard(settings.state_dir, self.metrics, self._status_changed)
+        self._close_retry: set[str] = set()  # tasks whose close waits for the disk
+        self._disk_timer = 0.0
 
     # -- read-only views ------------------------------------------------------------------------------
     @property
@@ -81,19 +84,22 @@ class RsuAgent(Agent):
     # -- lifecycle ------------------------------------------------------------------------------------
     def _status(self, state: str) -> AgentStatus:
         return AgentStatus(sender=self.id, sent_at=self.clock.now(), role="rsu", state=state,
-                           tasks=[t.name for t in self.s.tasks])
+                           tasks=[t.name for t in self.s.tasks], detail=self.disk.health.detail())
 
     def will(self) -> Will:
         """The offline status the broker publishes if this RSU drops uncleanly (set before connect)."""
         return Will(self.topics.status(Role.RSU, self.id), encode(self._status("offline")), qos=1, retain=True)
 
+    def _subscriptions(self) -> None:
+        for flt in (self.topics.all_status(Role.VEHICLE), self.topics.all_budgets(), self.topics.updates_for(self.id)):
+            self.inbox.subscribe(self.bus, flt)
+
     def start(self) -> None:
         now = self.clock.now()
         for cfg in self.s.tasks:
             self.tasks[cfg.name] = TaskRounds.restore(cfg, self.s.state_dir, ema=self.s.round_time_ema)
-        for flt in (self.topics.all_status(Role.VEHICLE), self.topics.all_budgets(), self.topics.updates_for(self.id)):
-            self._unsubs.append(self.inbox.subscribe(self.bus, flt))
-        self._publish_status()
+        self.subscribe()
+        self._status_changed()
         self.every(self.s.status_interval_s, self._periodic, "status", first_at=now + self.s.status_interval_s)
         for name, tr in self.tasks.items():
             if tr.pending is not None:  # resumed after a restart: same announcement, same deadline
@@ -104,18 +110,33 @@ class RsuAgent(Agent):
                 self._schedule_open(name, now + self.s.join_wait_s)
 
     def stop(self) -> None:
-        for unsub in self._unsubs:
-            unsub()
-        self._unsubs.clear()
-        self.timers.clear()
+        self.timers.clear()  # the subscriptions stay: the broker queues for us until we are back
         self._publish(self.topics.status(Role.RSU, self.id), encode(self._status("offline")), retain=True)
-
-    def _publish_status(self) -> None:
-        self._publish(self.topics.status(Role.RSU, self.id), encode(self._status("online")), retain=True)
 
     def _periodic(self) -> None:
         """Every `status_interval_s` (runs again even when it fails): status."""
-        self._publish_status()
+        self._status_changed()
+
+    def _status_changed(self) -> None:
+        self._publish(self.topics.status(Role.RSU, self.id), encode(self._status("online")), retain=True)
+
+    def healthy(self) -> bool:
+        """False while a round cannot open or close because the state directory refuses writes."""
+        return self.disk.healthy
+
+    def on_tick(self) -> None:
+        super().on_tick()
+        self._watch_disk()
+
+    def _watch_disk(self) -> None:
+        """Notice meta.json writes that failed; while degraded, retry them when due (a timer makes sure a turn
+        comes then, also under a simulated clock)."""
+        dirty = [(f"task {n}: meta.json", tr.flush, tr.meta_error) for n, tr in self.tasks.items() if tr.meta_dirty]
+        self.disk.check(self.clock.now(), dirty)
+        h = self.disk.health
+        if h.degraded and self._disk_timer != h.next_try:
+            self._disk_timer = h.next_try
+            self.timers.schedule(h.next_try, lambda: None)  # on_tick runs after it
 
     def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         try:
@@ -139,6 +160,7 @@ class RsuAgent(Agent):
                 raise UpdateRejected("unexpected_topic", d.topic)
         except WireError as exc:
             self._refuse(d.topic, exc.reason, exc.detail, task)
+        self._watch_disk()
 
     def _decode(self, d: Delivery, cls: type[Message], sender: str) -> Message:
         msg = decode(d.payload, cls, self.s.broker.max_payload_bytes).msg
@@ -213,7 +235,13 @@ class RsuAgent(Agent):
         assert isinstance(msg, VehicleUpdate)
         update = validate_update(msg, dec.tensors, tr.cfg, tr.expected_head())
         admit_numerically(update, tr.cfg.aggregator, tr.cfg.r_max)
-        tr.accept(identity, StoredUpdate(sender, msg, dec.tensors), update, hold)
+        try:
+            tr.accept(identity, StoredUpdate(sender, msg, dec.tensors), update, hold)
+        except OSError as exc:  # not durable, so not counted: rejected (and counted) as `storage`
+            self.disk.failed(self.clock.now(), f"task {task} round {msg.round}: saving {identity}'s update", exc)
+            raise UpdateRejected(STORAGE, f"{identity}'s update could not be written: {exc}") from exc
+        if not tr.meta_dirty:
+            self.disk.ok(self.clock.now())
         self._delivered_at[sender] = self.clock.now()
         if hold:
             self._counts["held"] += 1
@@ -274,7 +302,13 @@ class RsuAgent(Agent):
                      tr.cfg.min_participants, tr.cfg.participant_retry_s)
             self._schedule_open(task, now + tr.cfg.participant_retry_s)
             return
-        ann, tensors = tr.open(parts, now, self.id)
+        try:
+            ann, tensors = tr.open(parts, now, self.id)
+        except OSError as exc:  # nothing opened; try again when the backoff says so
+            delay = self.disk.failed(now, f"task {task}: opening round {tr.meta.next_round}", exc, stall=f"open:{task}")
+            self._schedule_open(task, now + delay)
+            return
+        self.disk.ok(now, unstall=f"open:{task}")
         self._publish(self.topics.round(self.id, task), encode(ann, tensors, self.s.wire_dtype), retain=True)
         log.info("task %s: round %d open to %s until %.1f (lam %.3f, budget %.1f J)", task, ann.round, parts,
                  ann.deadline, ann.lam, ann.round_budget_j)
@@ -289,6 +323,11 @@ class RsuAgent(Agent):
             log.info("task %s round %d: deadline passed; dropping %s", task, round_, missing)
         self._close(task, "deadline")
 
+    def _retry_close(self, task: str, closed_by: str) -> None:
+        self._close_retry.discard(task)
+        if self.tasks[task].pending is not None:
+            self._close(task, closed_by)
+
     def _maybe_close(self, task: str) -> None:
         tr = self.tasks[task]
         if tr.pending is not None and not tr.waiting():
@@ -296,15 +335,23 @@ class RsuAgent(Agent):
 
     def _close(self, task: str, closed_by: str) -> None:
         tr = self.tasks[task]
+        now = self.clock.now()
         round_ = tr.pending.round if tr.pending is not None else -1
         try:  # a round that cannot close normally is closed as failed (rsu_agent/recovery.py)
-            stats, record = close_or_fail(tr, self.clock.now(), self.id, closed_by)
-        except Exception:  # not even that (e.g. the disk): try again later rather than leave the task stuck
+            stats, record = close_or_fail(tr, now, self.id, closed_by)
+        except OSError as exc:  # storage: the round stays open with what it had; closing is retried with backoff
+            delay = self.disk.failed(now, f"task {task}: closing round {round_}", exc, stall=f"close:{task}")
+            if task not in self._close_retry:
+                self._close_retry.add(task)
+                self.timers.schedule(now + delay, lambda: self._retry_close(task, closed_by))
+            return
+        except Exception:  # not even a failed close: try again later rather than leave the task stuck
             self.failures[f"close:{task}"] += 1
             log.exception("task %s round %d: could not close; retrying in %.1f s", task, round_,
                           tr.cfg.participant_retry_s)
-            self.timers.schedule(self.clock.now() + tr.cfg.participant_retry_s, lambda: self._deadline(task, round_))
+            self.timers.schedule(now + tr.cfg.participant_retry_s, lambda: self._deadline(task, round_))
             return
+        self.disk.ok(now, unstall=f"close:{task}")
         self._history.append(record)
         self._publish(self.topics.stats(self.id, task), encode(stats))
         self.metrics.round_done(task)

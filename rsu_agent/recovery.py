@@ -56,7 +56,11 @@ def close_failed(tr: TaskRounds, now: float, rsu_id: str, closed_by: str, reason
         participants=list(p.participants), accepted=[], ft={}, round_latency_s=max(0.0, now - p.announced_at),
         closed_by=f"{closed_by}:failed", accuracy=stats.accuracy, energy_measured=False, note=note,
     )
-    tr._commit(p.round, moved=False)  # next_round advances, pending cleared, the round's files removed
+    meta = tr.meta.model_copy(deep=True)
+    tr._commit(meta, p.round, tr.layers, tr.head, moved=False)  # next round, pending cleared; OSError: nothing applied
+    tr.meta, tr.meta_dirty = meta, False
+    tr.accepted.clear()
+    tr.held.clear()
     tr.history.append(record)
     log.error("task %s round %d: %s", tr.cfg.name, p.round, note)
     return stats, record
@@ -77,5 +81,7 @@ def close_or_fail(tr: TaskRounds, now: float, rsu_id: str, closed_by: str) -> tu
         tr.layers, tr.head = layers, head
         for k, v in saved.items():
             setattr(tr.meta, k, v)
+        if isinstance(exc, OSError):  # storage, not the round: the caller retries and the updates are kept
+            raise
         log.exception("task %s round %d: close failed", tr.cfg.name, tr.pending.round)
         return close_failed(tr, now, rsu_id, closed_by, f"{type(exc).__name__}: {str(exc)[:160]}")

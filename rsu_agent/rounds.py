@@ -72,6 +72,8 @@ class TaskRounds:
     held: dict[str, _Counted] = field(default_factory=dict)  # migrating source -> its partial (open round)
     history: list[RoundRecord] = field(default_factory=list)
     ema: float = 0.3  # weight of the newest report in the moving average of vehicle round time
+    meta_dirty: bool = False  # meta.json is behind memory (a write failed); `flush()` retries
+    meta_error: OSError | None = None  # why the last meta.json write failed
 
     # -- construction and restore -------------------------------------------------------------------
     @classmethod
@@ -138,27 +140,51 @@ class TaskRounds:
         if msg.round < self.meta.budget_window:
             return False
         self.meta.budget_j, self.meta.budget_window = msg.round_budget_j, msg.round
-        self.store.save_meta(self.meta)
+        self.save_meta()  # the cloud's budget applies even if the disk is down; meta catches up later
         return True
+
+    def save_meta(self) -> bool:
+        """Write meta.json for bookkeeping the round files already make durable (or that can be redone);
+        on failure log, mark it dirty for `flush()` and return False instead of raising."""
+        try:
+            self.store.save_meta(self.meta)
+        except OSError as exc:
+            self.meta_dirty, self.meta_error = True, exc
+            log.error("task %s: meta.json not written (%s); kept in memory, retried later", self.cfg.name, exc)
+            return False
+        self.meta_dirty = False
+        return True
+
+    def flush(self) -> None:
+        """Write meta.json if a previous write failed; raise OSError if it fails again."""
+        if self.meta_dirty:
+            self.store.save_meta(self.meta)
+            self.meta_dirty = False
 
     # -- open -----------------------------------------------------------------------------------------
     def open(self, participants: list[str], now: float, rsu_id: str) -> tuple[RoundAnnouncement, dict]:
-        """Open the next round; returns the announcement header and its tensors (none while the global is 0)."""
+        """Open the next round; returns the announcement header and its tensors (none while the global is 0).
+
+        The open round is in memory only once it is on disk: an OSError from the write leaves everything as it was.
+        """
         tensors = pack_factored(self.layers, self.head) if self.layers else {}
+        meta = self.meta.model_copy(deep=True)
+        meta.seq += 1
         ann = RoundAnnouncement(
-            sender=rsu_id, sent_at=now, seq=self.next_seq(), task=self.cfg.name, task_type=self.cfg.task_type,
-            round=self.meta.next_round, deadline=now + self.cfg.round_timeout_s, lam=self.meta.lam,
+            sender=rsu_id, sent_at=now, seq=meta.seq, task=self.cfg.name, task_type=self.cfg.task_type,
+            round=meta.next_round, deadline=now + self.cfg.round_timeout_s, lam=meta.lam,
             round_budget_j=self.budget_j, ranks=self.cfg.ranks,
             rank=max((f.rank for f in self.layers.values()), default=0), lora_alpha=self.cfg.lora_alpha,
             layers=list(self.cfg.layers), participants=sorted(participants), aggregator=self.cfg.aggregator,
         )
-        self.meta.pending = PendingRound(
+        meta.pending = PendingRound(
             round=ann.round, announced_at=now, deadline=ann.deadline, participants=ann.participants,
             budget_j=ann.round_budget_j, lam=ann.lam, announcement=ann.model_dump_json(),
         )
+        self.store.save_meta(meta)  # raises OSError: nothing changed
+        self.meta, self.meta_dirty = meta, False
         self.accepted.clear()
         self.held.clear()
-        self.store.save_meta(self.meta)
         return ann, tensors
 
     def announcement(self) -> tuple[RoundAnnouncement, dict]:
@@ -197,7 +223,8 @@ class TaskRounds:
         return identity, hold
 
     def accept(self, identity: str, stored: StoredUpdate, update: ClientUpdate, hold: bool) -> None:
-        """Write the update to disk, then count it (a kill -9 after this loses nothing)."""
+        """Write the update to disk, then count it (a kill -9 after this loses nothing). An OSError from the
+        write propagates with nothing counted; the update file is the record, meta.json only mirrors it."""
         assert self.pending is not None
         r = self.pending.round
         self.store.save_update(r, "held" if hold else "accepted", identity, stored)
@@ -206,12 +233,12 @@ class TaskRounds:
             return
         self.accepted[identity] = _Counted(stored, update)
         self.pending.accepted[identity] = stored.msg.report
-        self.store.save_meta(self.meta)
+        self.save_meta()
 
     def record_ft(self, vehicle: str, rec: FtRecord) -> None:
         assert self.pending is not None
         self.pending.ft[vehicle] = rec
-        self.store.save_meta(self.meta)
+        self.save_meta()
 
     def drop(self, vehicle: str) -> bool:
         """A participant went offline: stop waiting for it (a migration it was the target of falls back)."""
@@ -230,12 +257,16 @@ class TaskRounds:
                 rec.failed = True
                 changed = True
         if changed:
-            self.store.save_meta(self.meta)
+            self.save_meta()
         return changed
 
     # -- close ----------------------------------------------------------------------------------------
     def close(self, now: float, rsu_id: str, closed_by: str) -> tuple[TaskStats, RoundRecord]:
-        """Aggregate (or keep the global and say why), take the dual step, persist; return stats and record."""
+        """Aggregate (or keep the global and say why), take the dual step, persist; return stats and record.
+
+        Everything is computed on copies and applied only after meta.json (the commit point) is written: an
+        OSError leaves the round open and the global, lambda and counters as they were, so the caller can retry.
+        """
         p = self.pending
         assert p is not None
         counted = dict(self.accepted)
@@ -247,64 +278,72 @@ class TaskRounds:
         reports = [c.stored.msg.report for c in counted.values()]
         energy = sum(r.joules for r in reports)  # a migrated report already carries its source's joules
         note = ""
+        layers, head = self.layers, self.head
         if len(counted) < self.cfg.min_updates:
             note = f"{len(counted)} updates < min_updates {self.cfg.min_updates}: global kept"
         else:
             try:
-                self.layers, self.head = aggregate_robust([c.update for c in counted.values()],
-                                                          self.cfg.aggregator, self.cfg.r_max)
+                layers, head = aggregate_robust([c.update for c in counted.values()], self.cfg.aggregator,
+                                                self.cfg.r_max)
             except (ValueError, ArithmeticError) as exc:  # numerical: even float64 failed (rsu_agent/robust.py)
                 note = f"aggregation failed ({exc}): global kept"
         if note:
             log.warning("task %s round %d: %s", self.cfg.name, p.round, note)
-        lam_before = self.meta.lam
+        meta = self.meta.model_copy(deep=True)
+        lam_before = meta.lam
         try:  # PAPER.md section 4
-            self.meta.lam = dual_step(self.meta.lam, energy, p.budget_j, self.cfg.mu, self.cfg.lam_max)
-            self.meta.violation_j += violation(energy, p.budget_j)
+            meta.lam = dual_step(meta.lam, energy, p.budget_j, self.cfg.mu, self.cfg.lam_max)
+            meta.violation_j += violation(energy, p.budget_j)
         except ValueError as exc:  # a zero budget has no meaningful price: keep lambda, say why
             log.error("task %s round %d: dual step skipped (%s); lambda stays %.3f", self.cfg.name, p.round, exc,
-                      self.meta.lam)
+                      meta.lam)
         samples = sum(r.samples for r in reports)
         if samples > 0:
-            self.meta.last_accuracy = sum(r.samples * r.local_accuracy for r in reports) / samples
-            self.meta.last_loss = sum(r.samples * r.loss for r in reports) / samples
-        self._learn_round_time([r.wall_s for r in reports if not r.partial and r.migrated_from is None])
+            meta.last_accuracy = sum(r.samples * r.local_accuracy for r in reports) / samples
+            meta.last_loss = sum(r.samples * r.loss for r in reports) / samples
+        self._learn_round_time(meta, [r.wall_s for r in reports if not r.partial and r.migrated_from is None])
+        meta.seq += 1
         stats = TaskStats(
-            sender=rsu_id, sent_at=now, seq=self.next_seq(), task=self.cfg.name, round=p.round, energy_j=energy,
-            budget_j=p.budget_j, lam=self.meta.lam, violation_j=self.meta.violation_j,
-            accuracy=min(1.0, max(0.0, self.meta.last_accuracy or 0.0)), loss=max(0.0, self.meta.last_loss or 0.0),
+            sender=rsu_id, sent_at=now, seq=meta.seq, task=self.cfg.name, round=p.round, energy_j=energy,
+            budget_j=p.budget_j, lam=meta.lam, violation_j=meta.violation_j,
+            accuracy=min(1.0, max(0.0, meta.last_accuracy or 0.0)), loss=max(0.0, meta.last_loss or 0.0),
             ranks=[r.rank for r in reports] if not note else [], participants=len(p.participants),
             updates=0 if note else len(counted),
             energy_measured=bool(reports) and all(r.energy_measured for r in reports),
         )
         record = RoundRecord(
-            task=self.cfg.name, round=p.round, lam=self.meta.lam, lam_announced=lam_before, energy_j=energy,
-            budget_j=p.budget_j, violation_j=self.meta.violation_j, ranks=stats.ranks, updates=stats.updates,
+            task=self.cfg.name, round=p.round, lam=meta.lam, lam_announced=lam_before, energy_j=energy,
+            budget_j=p.budget_j, violation_j=meta.violation_j, ranks=stats.ranks, updates=stats.updates,
             participants=list(p.participants), accepted=sorted(counted) if not note else [],
             ft={v: rec.action + (f":{rec.migrate_to}" if rec.migrate_to else "") for v, rec in p.ft.items()},
             round_latency_s=now - p.announced_at, closed_by=closed_by, accuracy=stats.accuracy,
             energy_measured=stats.energy_measured, note=note,
         )
-        self._commit(p.round, moved=not note)
+        self._commit(meta, p.round, layers, head, moved=not note)  # raises OSError: nothing applied
+        self.meta, self.meta_dirty, self.layers, self.head = meta, False, layers, head
+        self.accepted.clear()
+        self.held.clear()
         self.history.append(record)
         return stats, record
 
-    def _learn_round_time(self, walls: list[float]) -> None:
+    def _learn_round_time(self, meta: TaskMeta, walls: list[float]) -> None:
         """Moving average of full (not partial, not migrated) vehicle round times, for fault tolerance."""
         for w in walls:
             if math.isfinite(w) and w > 0:
-                self.meta.expected_round_s = (1 - self.ema) * self.meta.expected_round_s + self.ema * w
+                meta.expected_round_s = (1 - self.ema) * meta.expected_round_s + self.ema * w
 
-    def _commit(self, round_: int, moved: bool) -> None:
-        """New global to a fresh file, then meta (the commit point), then clean up the round's files."""
-        old = self.meta.global_file
+    def _commit(self, meta: TaskMeta, round_: int, layers: dict[str, Factored], head: dict[str, torch.Tensor],
+                moved: bool) -> None:
+        """New global to a fresh file, then `meta` (the commit point), then clean up the round's files."""
+        old = meta.global_file
         if moved:
-            self.meta.global_file = self.store.save_global(round_, self.layers, self.head)
-        self.meta.next_round = round_ + 1
-        self.meta.pending = None
-        self.store.save_meta(self.meta)
-        if moved and old != self.meta.global_file:
-            self.store.prune_globals(self.meta.global_file)
-        self.store.drop_round(round_)
-        self.accepted.clear()
-        self.held.clear()
+            meta.global_file = self.store.save_global(round_, layers, head)
+        meta.next_round = round_ + 1
+        meta.pending = None
+        self.store.save_meta(meta)
+        try:  # the round is committed; leftovers are only disk space, removed again next time
+            if moved and old != meta.global_file:
+                self.store.prune_globals(meta.global_file)
+            self.store.drop_round(round_)
+        except OSError as exc:
+            log.warning("task %s: cleaning up round %d failed: %s", self.cfg.name, round_, exc)

@@ -27,6 +27,42 @@ def find_binary() -> str:
     return found
 
 
+def broker_user() -> tuple[int, int] | None:
+    """(uid, gid) of the `mosquitto` user a root-started broker drops to; None when not root (no drop)."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    try:
+        pw = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return None  # no such user: Mosquitto keeps running as root, and everything is readable
+    return pw.pw_uid, pw.pw_gid
+
+
+def give_to_broker(path: Path) -> None:
+    """Make a directory of ours usable by the broker after its privilege drop: owned by `mosquitto`, 0755."""
+    ids = broker_user()
+    if ids is not None:
+        os.chown(path, *ids)
+    os.chmod(path, 0o755)
+
+
+def share_with_broker(path: Path) -> None:
+    """A file the broker reads after dropping privileges (a key: group `mosquitto`, 0640), as deployed."""
+    ids = broker_user()
+    if ids is not None:
+        os.chown(path, 0, ids[1])
+    os.chmod(path, 0o640)
+
+
+def broker_dir(prefix: str = "fedrank-broker-") -> Path:
+    """A new temp directory that a broker dropped to user `mosquitto` can read (pytest's tmp dirs are 0700)."""
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(d, 0o755)
+    return d
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,11 +97,10 @@ class Mosquitto:
             "max_queued_messages 10000\n"
             f"log_dest file {self.log}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
-            # Started as root, Mosquitto switches to user `mosquitto`, which cannot write our temp dir.
-            + ("user root\n" if os.geteuid() == 0 else "")
             + extra_conf
             + "\n"
         )
+        give_to_broker(self.dir)  # started as root, Mosquitto drops to user `mosquitto`, as in production
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> Mosquitto:

@@ -1,7 +1,8 @@
 """`fedrank broker-config` against a real Mosquitto, with a CA, server and client certificates made here.
 
-The broker runs the generated configuration unchanged except for `user root` when the tests run as root
-(Mosquitto would otherwise drop to user `mosquitto`, which cannot read the temp dir).
+The broker runs the generated configuration unchanged and as in production: started as root (when the tests
+are), it drops to user `mosquitto` before reading the ACL and the server key, so the files must be laid out as
+the generated README says (conf and ACL 0644, server key 0640 group mosquitto, data dir owned by mosquitto).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from cryptography.x509.oid import NameOID
 
 from fedrank import broker_config
 from proto.topics import Role, Topics
+from tests.mosquitto import broker_dir, broker_user, give_to_broker, share_with_broker
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.timeout(120)]
 T = Topics()
@@ -98,6 +102,7 @@ def make_pki(d: Path, clients: list[str]) -> Pki:
     for cn in clients:
         k = _key()
         _write_pem(d / cn, k, _cert(cn, k, ca_key, ca.subject))
+    share_with_broker(d / "server.key")
     # A certificate for "veh-1" from a CA the broker does not trust.
     rogue_ca_key = _key()
     rogue_ca = _cert("rogue-ca", rogue_ca_key, rogue_ca_key, None, ca=True)
@@ -128,6 +133,7 @@ def _start_broker(tmp: Path, pki: Pki, extra_args: list[str]) -> Broker:
     port = _free_port()
     conf_dir = tmp / "broker"
     (tmp / "data").mkdir(exist_ok=True)
+    give_to_broker(tmp / "data")  # as the README's `install -d -o mosquitto ...`
     argv = ["--out", str(conf_dir), "--tls", "--port", str(port), "--bind", "127.0.0.1",
             "--install-dir", str(conf_dir), "--cert-dir", str(pki.dir), "--data-dir", str(tmp / "data"),
             "--rsus", "rsu-1", "--cloud", "cloud-1", *extra_args]
@@ -135,8 +141,6 @@ def _start_broker(tmp: Path, pki: Pki, extra_args: list[str]) -> Broker:
     broker_config.add_arguments(parser)
     assert broker_config.run(parser.parse_args(argv)) == 0
     conf = conf_dir / "mosquitto.conf"
-    if os.geteuid() == 0:
-        conf.write_text(conf.read_text() + "user root\n")
     log = open(tmp / "mosquitto.log", "wb")  # noqa: SIM115 (closed with the process below)
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 10
@@ -162,15 +166,27 @@ def _stop(b: Broker) -> None:
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"), ["veh-1", "veh-2", "rsu-1", "cloud-1"])
+def pki() -> Iterator[Pki]:
+    d = broker_dir("fedrank-pki-")
+    yield make_pki(d, ["veh-1", "veh-2", "rsu-1", "cloud-1", "mon-1"])
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def tmp_broker_dir() -> Iterator[Path]:
+    """Like tmp_path, but readable by the broker after its privilege drop."""
+    d = broker_dir()
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    b = _start_broker(tmp_path_factory.mktemp("open"), pki, [])
+def broker(pki: Pki) -> Iterator[Broker]:
+    d = broker_dir()
+    b = _start_broker(d, pki, ["--monitor", "mon-1"])
     yield b
     _stop(b)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 # -- raw paho clients ----------------------------------------------------------------------------
@@ -402,8 +418,8 @@ def test_plain_tcp_without_tls_is_not_accepted(broker: Broker) -> None:
         c.disconnect()
 
 
-def test_strict_vehicle_list_refuses_an_unlisted_vehicle(pki: Pki, tmp_path: Path) -> None:
-    b = _start_broker(tmp_path, pki, ["--vehicles", "veh-1"])
+def test_strict_vehicle_list_refuses_an_unlisted_vehicle(pki: Pki, tmp_broker_dir: Path) -> None:
+    b = _start_broker(tmp_broker_dir, pki, ["--vehicles", "veh-1"])
     made: list[Client] = []
     try:
         rsu = _client(made, b, "rsu-1")
@@ -420,16 +436,17 @@ def test_strict_vehicle_list_refuses_an_unlisted_vehicle(pki: Pki, tmp_path: Pat
         _stop(b)
 
 
-def test_passwords_over_tls_pin_each_user_to_its_own_topics(pki: Pki, tmp_path: Path) -> None:
+def test_passwords_over_tls_pin_each_user_to_its_own_topics(pki: Pki, tmp_broker_dir: Path) -> None:
     passwd_tool = shutil.which("mosquitto_passwd")
     if passwd_tool is None:
         pytest.skip("mosquitto_passwd not installed")
-    (tmp_path / "broker").mkdir()
+    (tmp_broker_dir / "broker").mkdir()
     for i, user in enumerate(["veh-1", "rsu-1"]):
         flags = ["-c"] if i == 0 else []
-        subprocess.run([passwd_tool, *flags, "-b", str(tmp_path / "broker" / "passwd"), user, f"pw-{user}"],
+        subprocess.run([passwd_tool, *flags, "-b", str(tmp_broker_dir / "broker" / "passwd"), user, f"pw-{user}"],
                        check=True, capture_output=True)
-    b = _start_broker(tmp_path, pki, ["--password"])
+    share_with_broker(tmp_broker_dir / "broker" / "passwd")  # as the README's chown root:mosquitto, chmod 0640
+    b = _start_broker(tmp_broker_dir, pki, ["--password"])
     assert "require_certificate" not in (b.conf_dir / "mosquitto.conf").read_text()
     made: list[Client] = []
     try:
@@ -454,6 +471,55 @@ def test_passwords_over_tls_pin_each_user_to_its_own_topics(pki: Pki, tmp_path: 
         for c in made:
             c.close()
         _stop(b)
+
+
+def test_the_generated_config_starts_unmodified_under_the_privilege_drop(broker: Broker) -> None:
+    """The module's broker runs the generated files as written; started as root, it now runs as `mosquitto`."""
+    for name in ("mosquitto.conf", "acl", "README.md"):
+        assert (broker.conf_dir / name).stat().st_mode & 0o777 == 0o644, name
+    conf = (broker.conf_dir / "mosquitto.conf").read_text()
+    assert "\nuser " not in conf
+    ids = broker_user()
+    if ids is None:
+        pytest.skip("not root: Mosquitto does not drop privileges")
+    uids = next(line for line in Path(f"/proc/{broker.proc.pid}/status").read_text().splitlines()
+                if line.startswith("Uid:"))
+    assert uids.split()[1:] == [str(ids[0])] * 4, uids
+
+
+def test_the_monitor_reads_everything_and_writes_nothing_of_the_rsus_or_the_cloud(
+        broker: Broker, clients: list[Client]) -> None:
+    mon = _client(clients, broker, "mon-1")
+    assert mon.subscribe("fedrank/v1/#") == [1]
+    rsu = _client(clients, broker, "rsu-1")
+    assert rsu.publish(T.stats("rsu-1", "sst2"), b"stats") == 0
+    assert mon.wait_for(T.stats("rsu-1", "sst2"))
+    for topic in (T.stats("rsu-1", "sst2"), T.round("rsu-1", "sst2"), T.budget("cloud-1", "sst2"),
+                  T.command("rsu-1", "veh-1"), T.update("veh-1", "rsu-1", "sst2"), T.status(Role.RSU, "mon-1")):
+        assert mon.publish(topic, b"forged") == NOT_AUTHORIZED, topic
+
+
+def test_proto_readme_shows_the_generated_acl(tmp_path: Path) -> None:
+    assert _run_cli(tmp_path, "--rsus", "rsu-1", "--cloud", "cloud-1", "--monitor", "mon-1") == 0
+    text = (REPO / "proto" / "README.md").read_text()
+    shown = text.split("<!-- generated-acl:begin -->\n```\n", 1)[1].split("```\n<!-- generated-acl:end -->", 1)[0]
+    assert shown == (tmp_path / "out" / "acl").read_text()
+    assert "%c" not in shown and "%u" in shown
+
+
+def test_config_keeps_sessions_across_a_crash_and_sizes_packets_for_the_largest_payload(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small = tmp_path / "veh.toml"
+    small.write_text('id = "v"\n[broker]\nmax_payload_bytes = 3000000\n')
+    big = tmp_path / "rsu.toml"
+    big.write_text('id = "r"\n[broker]\nmax_payload_bytes = 5000000\n')
+    assert _run_cli(tmp_path, "--rsus", "r", "--cloud", "c", "--payload-from", str(small), str(big)) == 0
+    conf = (tmp_path / "out" / "mosquitto.conf").read_text().splitlines()
+    assert "autosave_interval 1" in conf and "max_queued_messages 100000" in conf
+    assert f"max_packet_size {5000000 + 64 * 1024}" in conf
+    assert _run_cli(tmp_path, "--rsus", "r", "--cloud", "c", "--max-payload", str(300 * 1024 * 1024)) == 0
+    assert "above the largest MQTT packet" in capsys.readouterr().err
+    assert _run_cli(tmp_path, "--rsus", "r", "--cloud", "c", "--autosave", "0") == 2
 
 
 # -- generation without a broker -----------------------------------------------------------------

@@ -4,6 +4,7 @@ and oversized messages on receipt. Needs the mosquitto binary (skipped with a re
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 
@@ -12,7 +13,7 @@ import pytest
 from proto.bus import AuthRejected, BusError, Delivery
 from proto.mqtt_bus import MqttBus, backoff_delay
 from proto.mqtt_options import MqttOptions
-from tests.mosquitto import Mosquitto, MosquittoUnavailable, free_port
+from tests.mosquitto import Mosquitto, MosquittoUnavailable, broker_dir, free_port, share_with_broker
 
 pytestmark = pytest.mark.mosquitto
 
@@ -193,6 +194,8 @@ def test_mutual_tls_connects_and_carries_messages(tmp_path) -> None:  # type: ig
 
     from proto.mqtt_options import TlsOptions
 
+    tmp_path = broker_dir()  # the broker reads the key after dropping to user `mosquitto`
+
     def write(name: str, cert, key) -> None:  # type: ignore[no-untyped-def]
         (tmp_path / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         (tmp_path / f"{name}.key").write_bytes(key.private_bytes(
@@ -202,6 +205,7 @@ def test_mutual_tls_connects_and_carries_messages(tmp_path) -> None:  # type: ig
     ca = _cert("fedrank-test-ca", ca_key, ca=True)
     write("ca", ca, ca_key)
     write("server", _cert("broker", srv_key, ca, ca_key, ip="127.0.0.1"), srv_key)
+    share_with_broker(tmp_path / "server.key")
     write("veh-1", _cert("veh-1", cli_key, ca, ca_key), cli_key)
     try:
         mosq = Mosquitto(extra_conf=f"cafile {tmp_path}/ca.crt\ncertfile {tmp_path}/server.crt\n"
@@ -224,3 +228,4 @@ def test_mutual_tls_connects_and_carries_messages(tmp_path) -> None:  # type: ig
         bus.close()
         no_cert.close()
         mosq.cleanup()
+        shutil.rmtree(tmp_path, ignore_errors=True)

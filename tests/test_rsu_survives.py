@@ -65,7 +65,7 @@ def test_a_close_that_fails_even_as_failed_is_retried_not_abandoned(tmp_path, mo
     rig.advance(1.0)
     import rsu_agent.agent as agent_mod
 
-    monkeypatch.setattr(agent_mod, "close_or_fail", lambda *a, **k: (_ for _ in ()).throw(OSError("disk")))
+    monkeypatch.setattr(agent_mod, "close_or_fail", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("even the failed close broke")))
     rig.upload(make_update("v1", 0))
     assert rig.agent.failures["close:t1"] == 1 and rig.agent.tasks["t1"].pending is not None
     monkeypatch.undo()
@@ -76,7 +76,7 @@ def test_a_close_that_fails_even_as_failed_is_retried_not_abandoned(tmp_path, mo
 def test_a_periodic_job_that_raises_runs_again(tmp_path, monkeypatch):
     rig = Rig(tmp_path, rsu_settings(tmp_path, status_interval_s=10.0))
     calls = {"n": 0}
-    real = rig.agent._publish_status
+    real = rig.agent._status_changed
 
     def flaky() -> None:
         calls["n"] += 1
@@ -84,6 +84,6 @@ def test_a_periodic_job_that_raises_runs_again(tmp_path, monkeypatch):
             raise RuntimeError("boom")
         real()
 
-    monkeypatch.setattr(rig.agent, "_publish_status", flaky)
+    monkeypatch.setattr(rig.agent, "_status_changed", flaky)
     rig.advance(35.0)
     assert rig.agent.failures["status"] == 1 and calls["n"] == 3
