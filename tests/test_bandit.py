@@ -93,6 +93,15 @@ def test_cut_short_rounds_count_in_proportion_to_the_work_done() -> None:
     assert s.e_hat == pytest.approx(100.0) and s.tau_hat == pytest.approx(10.0)
 
 
+def test_after_memory_rounds_the_means_become_moving_averages() -> None:
+    s = ArmStats()
+    for _ in range(4):
+        s.add(Observation(0.5, 1.0, 10.0), memory=4)
+    s.add(Observation(0.9, 1.0, 30.0), memory=4)  # n = 5 > memory 4: weight 1/4, not 1/5
+    assert s.q_hat == pytest.approx(0.5 + (0.9 - 0.5) / 4) and s.e_hat == pytest.approx(10 + 20 / 4)
+    assert s.n_q == 5 and s.n_e == 5  # the confidence bonus still counts every round
+
+
 def _env_run(T: int, seed: int, n_veh: int = 10) -> tuple[float, float, float]:
     """Ten vehicles share one budget whose optimum is a 50/50 mix of two arms; the RSU's dual step as deployed.
 
