@@ -53,7 +53,7 @@ __all__ = ["Fix", "Job", "Learner", "Meter", "PositionSource", "VehicleAgent"]
 
 
 class VehicleAgent(RoundJobs, Agent):
-    """The edge agent. `learner_for(task)` and `policy_for(task, ranks)` are injected factories."""
+    """The edge agent. `learner_for(task)` and `policy_for(task)` are injected factories."""
 
     def __init__(
         self,
@@ -62,7 +62,7 @@ class VehicleAgent(RoundJobs, Agent):
         clock: Clock,
         *,
         learner_for: Callable[[str], Learner],
-        policy_for: Callable[[str, list[int]], Any],
+        policy_for: Callable[[str], Any],
         meter: Meter,
         cost_model: CostModel | None = None,
         position: PositionSource | None = None,
@@ -94,7 +94,7 @@ class VehicleAgent(RoundJobs, Agent):
         self.interrupt = threading.Event()  # set from the transport thread so training stops at a safe point
         self._job_tokens = 0
         self._next_status_at = 0.0
-        self._last_upload_s = 0.0
+        self._link_s_per_byte = 0.0  # field: seconds per byte of the last acknowledged upload
         self._restore()
 
     # -- lifecycle ----------------------------------------------------------------------------------

@@ -1,7 +1,20 @@
-"""UCB-DUAL: the vehicle's rank selector with optimistic reward and optimistic cost (PAPER.md section 3).
+"""UCB-DUAL on the vehicle: a constrained bandit over work configurations (docs/algorithms.md section 3).
 
-One `UcbDual` per task on a vehicle. Its statistics are local state: they persist as JSON (temp file, fsync,
-os.replace) after every update and are restored on construction. No torch here: the idle edge daemon imports it.
+An arm is a work configuration `(rank, work)`: a LoRA rank and the fraction of the configured local steps to run.
+Per arm the vehicle keeps what it observed in physical units: mean held-out accuracy `q`, mean round latency `tau`
+(seconds) and mean round energy `e` (joules). Nothing is normalised in the statistics: the reward
+`clip(q - w_tau * tau / tau_ref, 0, 1)` and the normalised cost `e / b_v` (`b_v` the vehicle's current budget share)
+are formed only when choosing, so a new budget or a new participant count applies at once.
+
+Selection is UCB-BwK (Agrawal & Devanur, "Bandits with concave rewards and convex knapsacks", EC 2014): a
+distribution over the offered arms from a small LP on an optimistic reward and a pessimistic cost,
+
+    max_p  sum_a p_a (r~_a - lam * c~_a)   s.t.  sum_a p_a c~_a <= 1,  sum_a p_a = 1,  p >= 0,
+
+with the RSU's dual price `lam` (section 4) as a price on what the LP lets through. The optimum mixes at most two
+arms; the arm is drawn from it with a generator seeded by (seed, vehicle, task, decision number), so vehicles that
+share one `lam` do not switch together, and a run with a seed repeats exactly (also across a restart).
+No torch here: the idle edge daemon imports it.
 """
 
 from __future__ import annotations
@@ -10,8 +23,9 @@ import json
 import logging
 import math
 import os
+import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,18 +34,23 @@ from fedrank.state import atomic_write_json
 log = logging.getLogger(__name__)
 
 STATE_KIND = "fedrank.ucb_dual"
-STATE_VERSION = 1
-# PAPER.md section 3 leaves beta free. beta = 1 keeps exploring for a few hundred pulls per arm at reward gaps of
-# ~0.1, which is linear regret over the few thousand rounds a vehicle sees; 0.2 gave log-log regret slopes of
-# 0.5-0.65 over 20 seeds on the budgeted synthetic environment of tests/test_bandit.py (rewards with noise sd 0.05).
-DEFAULT_BETA = 0.2
-# A single round's normalised cost is capped so one wild round (a budget share near zero) cannot poison c_hat
-# for good; 10x the fair share is far beyond anything the dual price tolerates (lambda_max = 10, section 4).
-COST_CAP = 10.0
+STATE_VERSION = 2  # 1 kept normalised costs per rank; 2 keeps joules and seconds per work configuration
+# Exploration weight of the reward bonus beta * sqrt(ln t / n) (docs/algorithms.md section 3), and the relative
+# width of the pessimistic cost bonus, c~ = c_hat * (1 + beta_cost * sqrt(ln t / n)). Chosen on
+# bench/bench_bandit.py --quick (T = 1000, 3 seeds): beta 0.05 / 0.1 / 0.2 / 0.3 gave regret slopes 0.68 / 0.58 /
+# 0.62 / 0.65 on "tight-one" and 0.47 / 0.58 / 0.76 / 0.80 with 15 nearly flat arms; beta_cost 0.05 spends 0.98-0.99
+# of a tight budget (0.2: 0.94-0.97, more regret) with violation at or below the LP-mix oracle's.
+DEFAULT_BETA = 0.1
+DEFAULT_BETA_COST = 0.05
+# After this many rounds of an arm its means become moving averages (weight 1/MEMORY for the newest), so a
+# change of accuracy or energy is forgotten in about MEMORY of its rounds; the confidence bonus still uses the
+# true count. bench_bandit --quick "reward-swap": regret slope 0.76 / 0.72 / 0.52 / 0.37 with memory inf / 500 /
+# 200 / 100, and no change on the stationary scenarios.
+DEFAULT_MEMORY = 100.0
 
 
 class BanditError(ValueError):
-    """Bad input to the rank bandit (unknown rank, non-finite reward or cost, empty rank set)."""
+    """Bad input to the bandit (unknown arm, non-finite figures, zero budget share, no arm offered)."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -39,57 +58,110 @@ class BanditError(ValueError):
 
 
 def _fail(reason: str) -> BanditError:
-    log.warning("rank bandit rejected input: %s", reason)
+    log.warning("bandit rejected input: %s", reason)
     return BanditError(reason)
 
 
-@dataclass
-class RankStats:
-    """Per-arm statistics: pulls n(eta), mean reward r_hat, mean normalised cost c_hat over n_cost observations.
+@dataclass(frozen=True, order=True)
+class Arm:
+    """A work configuration: LoRA rank and the fraction of the configured local steps (1.0 = all of them)."""
 
-    `n_cost` can lag `n`: a round played before any budget was known has a reward but no cost (see
-    `normalised_cost`).
-    """
+    rank: int
+    work: float = 1.0
 
-    n: int = 0
-    r_hat: float = 0.0
-    n_cost: int = 0
-    c_hat: float = 0.0
-
-    def add(self, reward: float, cost: float | None) -> None:
-        self.n += 1
-        self.r_hat += (reward - self.r_hat) / self.n
-        if cost is not None:
-            self.n_cost += 1
-            self.c_hat += (cost - self.c_hat) / self.n_cost
-
-    def to_json(self) -> dict[str, float | int]:
-        return {"n": self.n, "r_hat": self.r_hat, "n_cost": self.n_cost, "c_hat": self.c_hat}
+    @property
+    def key(self) -> str:
+        return f"r{self.rank}w{self.work:g}"
 
     @classmethod
-    def from_json(cls, d: object) -> RankStats:
-        """Parse one arm; raise ValueError on anything that is not a sane statistic."""
+    def parse(cls, key: str) -> Arm:
+        """Inverse of `key`; ValueError on anything else."""
+        if not key.startswith("r") or "w" not in key:
+            raise ValueError(f"not an arm key: {key!r}")
+        rank, work = key[1:].split("w", 1)
+        arm = cls(int(rank), float(work))
+        if arm.rank < 1 or not (0.0 < arm.work <= 1.0):
+            raise ValueError(f"arm out of range: {key!r}")
+        return arm
+
+
+def arm_set(ranks: Iterable[int], work: Iterable[float] = (1.0,)) -> list[Arm]:
+    """The candidate configurations `ranks x work`, sorted (rank-only arms: work = (1.0,))."""
+    return sorted({Arm(int(r), float(w)) for r in ranks for w in work})
+
+
+def local_steps(arm: Arm, configured: int) -> int:
+    """Optimiser steps of a round played with `arm` on a vehicle configured for `configured` steps."""
+    return max(1, round(arm.work * configured))
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one round of an arm showed. `done` < 1: a round cut short after that fraction of its work.
+
+    A cut-short round teaches the arm's energy and latency in proportion to the work done (weight `done`, figures
+    scaled to the full work) and its accuracy not at all (`accuracy` None): a half-trained model says nothing about
+    the arm's accuracy, and half the energy must not read as a cheap arm.
+    """
+
+    accuracy: float | None
+    seconds: float
+    joules: float
+    done: float = 1.0
+
+
+@dataclass
+class ArmStats:
+    """Weighted means of one arm: accuracy over `n_q` rounds; joules and seconds over `n_e` (full-round units)."""
+
+    n_q: float = 0.0
+    q_hat: float = 0.0
+    n_e: float = 0.0
+    e_hat: float = 0.0
+    tau_hat: float = 0.0
+
+    def add(self, obs: Observation, memory: float = math.inf) -> None:
+        """Fold one observation in: the running mean of the first `memory` rounds, a moving average after."""
+        if obs.accuracy is not None:
+            self.n_q += 1.0
+            self.q_hat += (obs.accuracy - self.q_hat) / min(self.n_q, memory)
+        w = obs.done
+        self.n_e += w
+        step = w / max(w, min(self.n_e, memory))
+        self.e_hat += step * (obs.joules / w - self.e_hat)
+        self.tau_hat += step * (obs.seconds / w - self.tau_hat)
+
+    def to_json(self) -> dict[str, float]:
+        return {"n_q": self.n_q, "q_hat": self.q_hat, "n_e": self.n_e, "e_hat": self.e_hat, "tau_hat": self.tau_hat}
+
+    @classmethod
+    def from_json(cls, d: object) -> ArmStats:
+        """Parse one arm; ValueError on anything that is not a sane statistic."""
         if not isinstance(d, dict):
             raise ValueError("arm entry is not an object")
-        n, n_cost, r_hat, c_hat = d.get("n"), d.get("n_cost"), d.get("r_hat"), d.get("c_hat")
-        if not (isinstance(n, int) and isinstance(n_cost, int) and 0 <= n_cost <= n):
-            raise ValueError(f"bad pull counts n={n!r} n_cost={n_cost!r}")
-        if not (isinstance(r_hat, (int, float)) and isinstance(c_hat, (int, float))):
-            raise ValueError("means are not numbers")
-        if not (0.0 <= r_hat <= 1.0 and 0.0 <= c_hat <= COST_CAP):
-            raise ValueError(f"means out of range r_hat={r_hat} c_hat={c_hat}")
-        return cls(n=n, r_hat=float(r_hat), n_cost=n_cost, c_hat=float(c_hat))
+        vals = [d.get(k) for k in ("n_q", "q_hat", "n_e", "e_hat", "tau_hat")]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                   for v in vals):
+            raise ValueError(f"arm statistics must be finite and >= 0: {d}")
+        st = cls(*(float(v) for v in vals))  # type: ignore[arg-type]
+        if st.q_hat > 1.0:
+            raise ValueError(f"mean accuracy {st.q_hat} > 1")
+        return st
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the vehicle knows when it chooses: the offered arms, the task's price and this vehicle's share (J)."""
+
+    arms: Sequence[Arm]
+    lam: float
+    share_j: float
+    tau_ref_s: float
+    w_tau: float
 
 
 def round_reward(q: float, tau_s: float, tau_ref_s: float, w_tau: float) -> float:
-    """Reward of one round, `clip(q - w_tau * tau / tau_ref, 0, 1)` (PAPER.md section 3).
-
-    Args:
-        q: the vehicle's accuracy on its own held-out split after local training, in [0, 1].
-        tau_s: the vehicle's round latency (download + train + upload), seconds.
-        tau_ref_s: the latency that costs `w_tau` reward; must be > 0.
-        w_tau: weight of latency against accuracy, >= 0.
-    """
+    """Reward of a round, `clip(q - w_tau * tau / tau_ref, 0, 1)` (docs/algorithms.md section 3)."""
     for name, v in (("q", q), ("tau_s", tau_s), ("tau_ref_s", tau_ref_s), ("w_tau", w_tau)):
         if not math.isfinite(v):
             raise _fail(f"{name} is not finite ({v})")
@@ -98,116 +170,135 @@ def round_reward(q: float, tau_s: float, tau_ref_s: float, w_tau: float) -> floa
     return min(1.0, max(0.0, q - w_tau * tau_s / tau_ref_s))
 
 
-def normalised_cost(e_j: float, task_budget_j: float | None, n_participants: int) -> float | None:
-    """Normalised cost `c = e_v / (B_m / |V_m|)` of one round (PAPER.md section 3), capped at COST_CAP.
+def lp_mix(reward: Sequence[float], cost: Sequence[float], lam: float) -> list[float]:
+    """The optimum p of `max sum p (r - lam c) s.t. sum p c <= 1, sum p = 1, p >= 0` (first arm wins ties).
 
-    Guards (decided here; the paper is silent):
-      - `task_budget_j is None` (no budget published yet): the cost is unknown and None is returned; pass it to
-        `update` and only the reward statistics move.
-      - `task_budget_j <= 0` (nothing may be spent): any energy is the maximal overspend COST_CAP; zero energy is 0.
-      - `n_participants < 1` is treated as 1 (this vehicle took part, so at least one did).
+    Its vertices are single arms with c <= 1 and pairs (a, b), c_a < 1 < c_b, mixed to spend exactly 1. With no
+    arm at c <= 1 the LP is infeasible and all mass goes to the cheapest arm (the least overspend).
     """
-    if not math.isfinite(e_j) or e_j < 0:
-        raise _fail(f"round energy must be finite and >= 0 (got {e_j})")
-    if task_budget_j is None:
-        return None
-    if not math.isfinite(task_budget_j):
-        raise _fail(f"task budget is not finite ({task_budget_j})")
-    if task_budget_j <= 0:
-        return COST_CAP if e_j > 0 else 0.0
-    share = task_budget_j / max(1, n_participants)
-    return min(COST_CAP, e_j / share)
+    k = len(reward)
+    value = [reward[i] - lam * cost[i] for i in range(k)]
+    best, best_p = -math.inf, [0.0] * k
+    for a in range(k):
+        if cost[a] <= 1.0 and value[a] > best + 1e-12:
+            best, best_p = value[a], [1.0 if i == a else 0.0 for i in range(k)]
+    for a in range(k):
+        for b in range(k):
+            if cost[a] < 1.0 < cost[b]:
+                pb = (1.0 - cost[a]) / (cost[b] - cost[a])
+                v = (1.0 - pb) * value[a] + pb * value[b]
+                if v > best + 1e-12:
+                    best_p = [0.0] * k
+                    best_p[a], best_p[b] = 1.0 - pb, pb
+                    best = v
+    if best == -math.inf:
+        cheapest = min(range(k), key=lambda i: cost[i])
+        best_p[cheapest] = 1.0
+    return best_p
 
 
 class UcbDual:
-    """UCB-DUAL over candidate ranks (PAPER.md section 3).
+    """UCB-DUAL over work configurations for one task on one vehicle (docs/algorithms.md section 3).
 
     Args:
-        ranks: the candidate set K (e.g. [2, 4, 8, 16, 32]); the persisted statistics are keyed by it.
-        beta: exploration weight of both confidence terms.
-        excluded: ranks this device cannot fit; never selected (config, not persisted).
-        max_rank: ranks above it are excluded too.
-        state_path: JSON file the statistics live in; None keeps them in memory only.
+        seed, stream: the per-decision generator is seeded with (seed, stream, decision number); pass a stream
+            that differs per vehicle and task (e.g. "veh03/sentiment").
+        beta: weight of the reward bonus; beta_cost: relative width of the pessimistic cost bonus.
+        memory: rounds of an arm after which its means become moving averages (math.inf: stationary means).
+        state_path: JSON file the statistics live in (written atomically after each update); None = memory only.
     """
 
-    def __init__(
-        self,
-        ranks: Iterable[int],
-        beta: float = DEFAULT_BETA,
-        excluded: Iterable[int] = frozenset(),
-        max_rank: int | None = None,
-        state_path: Path | None = None,
-    ) -> None:
-        self.ranks: list[int] = sorted(set(int(r) for r in ranks))
-        if not self.ranks or self.ranks[0] < 1:
-            raise _fail(f"candidate ranks must be positive integers (got {self.ranks})")
-        if not (math.isfinite(beta) and beta >= 0):
-            raise _fail(f"beta must be finite and >= 0 (got {beta})")
-        self.beta = beta
-        excl = set(excluded)
-        self.allowed: list[int] = [r for r in self.ranks if r not in excl and (max_rank is None or r <= max_rank)]
-        if not self.allowed:
-            raise _fail(f"every candidate rank {self.ranks} is excluded (excluded={sorted(excl)}, max_rank={max_rank})")
-        self.stats: dict[int, RankStats] = {r: RankStats() for r in self.ranks}
+    def __init__(self, *, seed: int = 0, stream: str = "", beta: float = DEFAULT_BETA,
+                 beta_cost: float = DEFAULT_BETA_COST, memory: float = DEFAULT_MEMORY,
+                 state_path: Path | None = None) -> None:
+        for name, v in (("beta", beta), ("beta_cost", beta_cost)):
+            if not (math.isfinite(v) and v >= 0):
+                raise _fail(f"{name} must be finite and >= 0 (got {v})")
+        if not memory >= 1:
+            raise _fail(f"memory must be >= 1 round (got {memory})")
+        self.seed, self.stream, self.beta, self.beta_cost, self.memory = seed, stream, beta, beta_cost, memory
+        self.stats: dict[Arm, ArmStats] = {}
+        self.decisions = 0
+        self.last_mix: dict[Arm, float] = {}
         self.state_path = Path(state_path) if state_path is not None else None
         if self.state_path is not None:
             self._restore()
 
     @property
-    def total_pulls(self) -> int:
-        return sum(s.n for s in self.stats.values())
+    def total_pulls(self) -> float:
+        return sum(s.n_e for s in self.stats.values())
 
-    def index(self, rank: int, lam: float) -> float:
-        """The UCB-DUAL index of one arm that has been pulled at least once (PAPER.md section 3).
+    def _rng(self) -> random.Random:
+        return random.Random(f"{self.seed}/{self.stream}/{self.decisions}")  # str seeds hash with SHA-512: stable
 
-        `[r_hat + beta*sqrt(ln t / n)] - lam * max(0, c_hat - beta*sqrt(ln t / n_cost))` with t = total pulls + 1,
-        i.e. the 1-based number of the round being chosen, so ln t > 0 once every arm has been pulled.
-        An arm with no cost observation yet is optimistically free.
-        """
-        s = self.stats[rank]
-        log_t = math.log(self.total_pulls + 1)
-        r_ucb = s.r_hat + self.beta * math.sqrt(log_t / s.n)
-        c_lcb = s.c_hat - self.beta * math.sqrt(log_t / s.n_cost) if s.n_cost > 0 else 0.0
-        return r_ucb - lam * max(0.0, c_lcb)
+    def estimates(self, d: Decision) -> tuple[list[Arm], list[float], list[float]]:
+        """(arms, optimistic reward, pessimistic normalised cost) of the offered arms that have been played."""
+        log_t = math.log(self.total_pulls + 1.0)
+        arms, rew, cost = [], [], []
+        for a in sorted(set(d.arms)):
+            s = self.stats.get(a)
+            if s is None or s.n_e <= 0:
+                continue
+            if s.n_q > 0:
+                r_hat = round_reward(s.q_hat, s.tau_hat, d.tau_ref_s, d.w_tau)
+                r = min(1.0, r_hat + self.beta * math.sqrt(log_t / s.n_q))
+            else:
+                r = 1.0  # no accuracy seen yet (only cut-short rounds): optimistic
+            c = s.e_hat / d.share_j * (1.0 + self.beta_cost * math.sqrt(log_t / s.n_e))
+            arms.append(a)
+            rew.append(r)
+            cost.append(c)
+        return arms, rew, cost
 
-    def select(self, lam: float) -> int:
-        """Pick the rank for this round given the task's dual price `lam` >= 0."""
-        if not (math.isfinite(lam) and lam >= 0):
-            raise _fail(f"dual price must be finite and >= 0 (got {lam})")
-        for r in self.allowed:  # every arm once, smallest first
-            if self.stats[r].n == 0:
-                return r
-        best, best_v = self.allowed[0], -math.inf
-        for r in self.allowed:  # ascending, strict '>' keeps ties on the smaller rank
-            v = self.index(r, lam)
-            if v > best_v:
-                best, best_v = r, v
-        return best
+    def select(self, d: Decision) -> Arm:
+        """Choose this round's configuration among `d.arms` (each is played once first, in a seeded order)."""
+        if not d.arms:
+            raise _fail("no arm offered")
+        if not (math.isfinite(d.lam) and d.lam >= 0):
+            raise _fail(f"dual price must be finite and >= 0 (got {d.lam})")
+        if not (math.isfinite(d.share_j) and d.share_j > 0):
+            raise _fail(f"budget share must be finite and > 0 (got {d.share_j})")
+        rng = self._rng()
+        self.decisions += 1
+        fresh = [a for a in sorted(set(d.arms)) if a not in self.stats or self.stats[a].n_e <= 0]
+        if fresh:
+            self.last_mix = {a: 1.0 / len(fresh) for a in fresh}
+            return rng.choice(fresh)
+        arms, rew, cost = self.estimates(d)
+        p = lp_mix(rew, cost, d.lam)
+        self.last_mix = {a: pa for a, pa in zip(arms, p, strict=True) if pa > 0}
+        u, acc = rng.random(), 0.0
+        for a, pa in zip(arms, p, strict=True):
+            acc += pa
+            if u < acc:
+                return a
+        return max(self.last_mix, key=lambda a: self.last_mix[a])
 
-    def update(self, rank: int, reward: float, cost: float | None) -> None:
-        """Record one round of `rank`: reward in [0, 1], normalised cost >= 0 (None: unknown); then persist."""
-        if rank not in self.stats:
-            raise _fail(f"rank {rank} is not a candidate {self.ranks}")
-        if not (math.isfinite(reward) and 0.0 <= reward <= 1.0):
-            raise _fail(f"reward must be in [0, 1] (got {reward})")
-        if cost is not None:
-            if not (math.isfinite(cost) and cost >= 0):
-                raise _fail(f"cost must be finite and >= 0 (got {cost})")
-            cost = min(cost, COST_CAP)
-        self.stats[rank].add(reward, cost)
+    def offer(self, arms: Iterable[Arm]) -> None:
+        """Make `arms` known (a chosen arm must be known before its round is learned)."""
+        for a in arms:
+            self.stats.setdefault(a, ArmStats())
+
+    def update(self, arm: Arm, obs: Observation) -> None:
+        """Record one round of `arm` (joules and seconds of the whole round, accuracy in [0, 1]); then persist."""
+        if arm not in self.stats:
+            raise _fail(f"arm {arm.key} was never offered")
+        if obs.accuracy is not None and not (math.isfinite(obs.accuracy) and 0.0 <= obs.accuracy <= 1.0):
+            raise _fail(f"accuracy must be in [0, 1] (got {obs.accuracy})")
+        for name, v in (("joules", obs.joules), ("seconds", obs.seconds)):
+            if not (math.isfinite(v) and v >= 0):
+                raise _fail(f"{name} must be finite and >= 0 (got {v})")
+        if not (math.isfinite(obs.done) and 0.0 < obs.done <= 1.0):
+            raise _fail(f"work done must be in (0, 1] (got {obs.done})")
+        self.stats[arm].add(obs, self.memory)
         if self.state_path is not None:
             self._save()
 
     # -- persistence -------------------------------------------------------------------------------------------
-
     def _save(self) -> None:
         assert self.state_path is not None
-        doc = {
-            "kind": STATE_KIND,
-            "version": STATE_VERSION,
-            "ranks": self.ranks,
-            "arms": {str(r): s.to_json() for r, s in self.stats.items()},
-        }
+        doc = {"kind": STATE_KIND, "version": STATE_VERSION, "decisions": self.decisions,
+               "arms": {a.key: s.to_json() for a, s in sorted(self.stats.items())}}
         atomic_write_json(self.state_path, doc)
 
     def _restore(self) -> None:
@@ -217,30 +308,25 @@ class UcbDual:
             return
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
-            self.stats = self._parse(doc)
+            if not isinstance(doc, dict) or doc.get("kind") != STATE_KIND or doc.get("version") != STATE_VERSION:
+                raise ValueError("not a fedrank UCB-DUAL state file of this version")
+            arms, decisions = doc.get("arms"), doc.get("decisions", 0)
+            if not isinstance(arms, dict) or not isinstance(decisions, int) or decisions < 0:
+                raise ValueError("arm table or decision count malformed")
+            self.stats = {Arm.parse(k): ArmStats.from_json(v) for k, v in arms.items()}
+            self.decisions = decisions
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
             self._move_aside(f"{type(e).__name__}: {e}")
             return
-        log.info("restored rank bandit state from %s (%d pulls)", path, self.total_pulls)
-
-    def _parse(self, doc: object) -> dict[int, RankStats]:
-        if not isinstance(doc, dict) or doc.get("kind") != STATE_KIND or doc.get("version") != STATE_VERSION:
-            raise ValueError("not a fedrank UCB-DUAL state file of this version")
-        if doc.get("ranks") != self.ranks:
-            raise ValueError(f"state is for ranks {doc.get('ranks')}, this bandit has {self.ranks}")
-        arms = doc.get("arms")
-        if not isinstance(arms, dict) or sorted(arms) != sorted(str(r) for r in self.ranks):
-            raise ValueError("arm table does not match the rank set")
-        return {r: RankStats.from_json(arms[str(r)]) for r in self.ranks}
+        log.info("restored bandit state from %s (%.1f pulls over %d arms)", path, self.total_pulls, len(self.stats))
 
     def _move_aside(self, reason: str) -> None:
         assert self.state_path is not None
         aside = self.state_path.with_name(f"{self.state_path.name}.bad-{int(time.time() * 1000)}")
         try:
             os.replace(self.state_path, aside)
-            log.warning("rank bandit state %s unusable (%s); moved to %s, starting fresh",
-                        self.state_path, reason, aside)
+            log.warning("bandit state %s unusable (%s); moved to %s, starting fresh", self.state_path, reason, aside)
         except OSError as e:
-            log.warning("rank bandit state %s unusable (%s) and could not be moved (%s); starting fresh",
+            log.warning("bandit state %s unusable (%s) and could not be moved (%s); starting fresh",
                         self.state_path, reason, e)
-        self.stats = {r: RankStats() for r in self.ranks}
+        self.stats, self.decisions = {}, 0

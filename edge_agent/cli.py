@@ -70,12 +70,13 @@ def build_agent(settings: EdgeSettings, bus, clock, metrics=None):
             learners[task] = build_learner(settings, cfg, trainer_box[0])
         return learners[task]
 
-    def policy_for(task: str, ranks: list[int]):
+    def policy_for(task: str):
         return make_policy(
-            {"ucb-dual": "ucb-dual", "fixed": "fixed", "capacity": "capacity"}[settings.rank_policy], ranks,
+            {"ucb-dual": "ucb-dual", "fixed": "fixed", "capacity": "capacity"}[settings.rank_policy],
             rank=settings.fixed_rank if settings.rank_policy == "fixed" else None,
-            device=settings.device_memory_gb, beta=settings.beta, max_rank=settings.max_rank,
+            device=settings.device_memory_gb, beta=settings.beta, seed=settings.seed, stream=f"{settings.id}/{task}",
             state_path=Path(settings.state_dir) / f"bandit-{task}.json",
+            fits=lambda r: settings.max_rank is None or r <= settings.max_rank,
         )
 
     from edge_agent.learner import SpanMeter

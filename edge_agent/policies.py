@@ -1,4 +1,4 @@
-"""Rank policies on the vehicle: UCB-DUAL and the baselines' fixed ranks (PAPER.md sections 1 and 3).
+"""Policies on the vehicle: UCB-DUAL and the baselines' fixed ranks (docs/algorithms.md sections 1 and 3).
 
 HomoLoRA gives every vehicle one fixed rank (`FixedRank`); HetLoRA and FlexLoRA fix each vehicle's rank by its
 device capacity (`CapacityRank` with `capacity_rank`). `make_policy` builds the one the config names.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
-from edge_agent.bandit import DEFAULT_BETA, BanditError, RankStats, UcbDual
+from edge_agent.bandit import DEFAULT_BETA, Arm, ArmStats, BanditError, Decision, Observation, UcbDual
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,13 @@ class PolicyError(ValueError):
 
 
 class RankPolicy(Protocol):
-    def select(self, lam: float) -> int: ...
+    """Chooses a work configuration among the offered arms and learns from the rounds played."""
 
-    def update(self, rank: int, reward: float, cost: float | None) -> None: ...
+    def select(self, d: Decision) -> Arm: ...
+
+    def offer(self, arms: Iterable[Arm]) -> None: ...
+
+    def update(self, arm: Arm, obs: Observation) -> None: ...
 
 
 def capacity_rank(device: float | str, ranks: Sequence[int]) -> int:
@@ -67,80 +71,95 @@ def capacity_rank(device: float | str, ranks: Sequence[int]) -> int:
 
 
 class FixedRank:
-    """Always the same rank; keeps per-rank statistics only for reports (HomoLoRA; base of CapacityRank)."""
+    """Always one rank at the full local work; ignores energy (HomoLoRA; base of CapacityRank).
 
-    def __init__(self, rank: int) -> None:
-        if rank < 1:
+    `rank` None: the middle of the offered ranks (8 for {2, 4, 8, 16, 32}).
+    """
+
+    def __init__(self, rank: int | None) -> None:
+        if rank is not None and rank < 1:
             raise PolicyError(f"rank must be >= 1 (got {rank})")
         self.rank = rank
-        self.stats = RankStats()
+        self.stats: dict[Arm, ArmStats] = {}
 
-    def select(self, lam: float) -> int:
-        return self.rank
+    def _rank(self, ranks: list[int]) -> int:
+        return ranks[len(ranks) // 2] if self.rank is None else self.rank
 
-    def update(self, rank: int, reward: float, cost: float | None) -> None:
-        if rank != self.rank:
-            log.warning("fixed-rank policy told of rank %d, it plays %d", rank, self.rank)
-            raise BanditError(f"rank {rank} was not selected by this fixed-rank policy ({self.rank})")
-        if not (math.isfinite(reward) and 0.0 <= reward <= 1.0) or (
-            cost is not None and not (math.isfinite(cost) and cost >= 0)
+    def select(self, d: Decision) -> Arm:
+        ranks = sorted({a.rank for a in d.arms})
+        if not ranks:
+            raise BanditError("no arm offered")
+        rank = self._rank(ranks)
+        mine = [a for a in d.arms if a.rank == rank]
+        if not mine:
+            log.warning("fixed rank %d is not offered (%s)", rank, ranks)
+            raise BanditError(f"rank {rank} is not among the offered ranks {ranks}")
+        return max(mine, key=lambda a: a.work)
+
+    def offer(self, arms: Iterable[Arm]) -> None:
+        for a in arms:
+            self.stats.setdefault(a, ArmStats())
+
+    def update(self, arm: Arm, obs: Observation) -> None:
+        if arm not in self.stats:
+            log.warning("fixed-rank policy told of arm %s it was never offered", arm.key)
+            raise BanditError(f"arm {arm.key} was never offered")
+        if (obs.accuracy is not None and not (math.isfinite(obs.accuracy) and 0.0 <= obs.accuracy <= 1.0)) or not (
+            math.isfinite(obs.joules) and obs.joules >= 0 and math.isfinite(obs.seconds) and obs.seconds >= 0
+            and 0.0 < obs.done <= 1.0
         ):
-            log.warning("fixed-rank policy rejected reward=%s cost=%s", reward, cost)
-            raise BanditError(f"reward must be in [0, 1] and cost finite >= 0 (got {reward}, {cost})")
-        self.stats.add(reward, cost)
+            log.warning("fixed-rank policy rejected %s", obs)
+            raise BanditError(f"observation out of range: {obs}")
+        self.stats[arm].add(obs)
 
 
 class CapacityRank(FixedRank):
-    """The rank fixed by device capacity (HetLoRA, FlexLoRA); build it with `capacity_rank`."""
+    """The rank fixed by device capacity (HetLoRA, FlexLoRA): `capacity_rank(memory, offered ranks)`."""
+
+    def __init__(self, device: float | str, fits: Callable[[int], bool] = lambda r: True) -> None:
+        super().__init__(None)
+        capacity_rank(device, [1])  # refuses an unknown device now rather than at the first round
+        self.device = device
+        self.fits = fits
+
+    def _rank(self, ranks: list[int]) -> int:
+        cap = capacity_rank(self.device, ranks)
+        below = [r for r in ranks if r <= cap and self.fits(r)]
+        if not below:
+            raise BanditError(f"capacity rank {cap} and every smaller rank are excluded on this device")
+        return below[-1]
 
 
 def make_policy(
     kind: PolicyKind,
-    ranks: Sequence[int],
     *,
     rank: int | None = None,
     device: float | str | None = None,
     beta: float = DEFAULT_BETA,
-    excluded: Iterable[int] = frozenset(),
-    max_rank: int | None = None,
+    seed: int = 0,
+    stream: str = "",
     state_path: Path | None = None,
+    fits: Callable[[int], bool] = lambda r: True,
 ) -> RankPolicy:
-    """Build the rank policy the config names.
+    """Build the policy the config names; the offered arms come with each round, not here.
 
     Args:
         kind: "ucb-dual" (the bandit), "fixed" (HomoLoRA) or "capacity" (HetLoRA/FlexLoRA).
-        ranks: the candidate set K.
-        rank: the fixed rank for "fixed"; default the middle of the sorted candidates (8 for {2,..,32}).
+        rank: the fixed rank for "fixed"; None = the middle of the offered ranks.
         device: memory in GB or a known device name, required for "capacity".
-        beta, state_path: UCB-DUAL's exploration weight and statistics file (only "ucb-dual" persists).
-        excluded, max_rank: ranks this device cannot fit; a fixed or capacity rank among them is refused,
-            except that "capacity" steps down to the largest rank that fits.
+        beta, seed, stream, state_path: UCB-DUAL's exploration weight, its seeded per-decision generator and its
+            statistics file (only "ucb-dual" persists).
+        fits: whether this device can train a rank ("capacity" steps down to the largest that fits).
     """
-    ordered = sorted(set(int(r) for r in ranks))
-    if not ordered:
-        raise PolicyError("no candidate ranks")
-    excl = set(excluded)
-    fits = [r for r in ordered if r not in excl and (max_rank is None or r <= max_rank)]
     if kind == "ucb-dual":
         try:
-            return UcbDual(ordered, beta=beta, excluded=excl, max_rank=max_rank, state_path=state_path)
+            return UcbDual(seed=seed, stream=stream, beta=beta, state_path=state_path)
         except BanditError as e:
             raise PolicyError(str(e)) from e
-    if not fits:
-        raise PolicyError(f"every candidate rank {ordered} is excluded on this device")
     if kind == "fixed":
-        chosen = ordered[len(ordered) // 2] if rank is None else rank
-        if chosen not in fits:
-            raise PolicyError(f"fixed rank {chosen} is not a candidate that fits this device {fits}")
-        return FixedRank(chosen)
+        return FixedRank(rank)
     if kind == "capacity":
         if device is None:
             raise PolicyError("the capacity policy needs the device's memory (GB) or profile name")
-        cap = capacity_rank(device, ordered)
-        below = [r for r in fits if r <= cap]
-        if not below:
-            raise PolicyError(f"capacity rank {cap} and every smaller rank are excluded on this device")
-        if below[-1] != cap:
-            log.info("capacity rank %d does not fit; using %d", cap, below[-1])
-        return CapacityRank(below[-1])
+        return CapacityRank(device, fits)
     raise PolicyError(f"unknown rank policy kind {kind!r}; expected ucb-dual, fixed or capacity")

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from edge_agent.bandit import Arm, BanditError, Decision, Observation, arm_set, local_steps
 from edge_agent.settings import EdgeSettings
 from edge_agent.work import CostModel, ModelledCost
 from fedrank.runtime import Timers
@@ -53,6 +54,9 @@ class Job:
     init: Any
     head: Any
     steps: int
+    work: float = 1.0  # the chosen configuration is Arm(rank, work); steps = round(work * local_steps)
+    share_j: float = 0.0  # this vehicle's share b_v of the round budget
+    down_s: float = 0.0  # field: the announcement's download time, estimated from the measured link rate
     migrated_from: str | None = None
     carried_joules: float = 0.0  # energy a migrated-from vehicle already spent on this work
     modelled_down: ModelledCost | None = None
@@ -73,7 +77,7 @@ class RoundJobs:
     clock: Any
     metrics: Any
     learner_for: Callable[[str], Learner]
-    policy_for: Callable[[str, list[int]], Any]
+    policy_for: Callable[[str], Any]
     meter: Meter
     cost_model: CostModel | None
     interrupt: threading.Event
@@ -82,7 +86,7 @@ class RoundJobs:
     history: list[dict]
     _policies: dict[str, Any]
     _job_tokens: int
-    _last_upload_s: float
+    _link_s_per_byte: float
 
     def _count(self, key: str) -> None: ...  # provided by the agent
 
@@ -113,27 +117,41 @@ class RoundJobs:
             init, head = unpack_factored(tensors, msg.layers)
         else:  # round 0: peft's own init; a head may already exist
             init, head = None, split_head(tensors)[1]
-        ranks = [r for r in msg.ranks if self.s.max_rank is None or r <= self.s.max_rank] or [min(msg.ranks)]
-        rank = int(self._policy(msg.task, ranks).select(msg.lam))
-        self.metrics.rank_chosen(msg.task, rank)
+        # The arms are this announcement's candidates (each RSU and round says its own), minus what cannot fit.
+        offered = [a for a in arm_set(msg.ranks, msg.work) if self.s.max_rank is None or a.rank <= self.s.max_rank]
+        offered = offered or arm_set([min(msg.ranks)], msg.work)
+        n = max(1, len(msg.participants))
+        share = msg.shares.get(self.id, msg.round_budget_j / n)  # docs/algorithms.md section 3: the share rule
+        policy = self._policy(msg.task)
+        try:
+            policy.offer(offered)
+            arm = policy.select(Decision(offered, msg.lam, share, self.s.tau_ref_s, self.s.w_tau))
+        except BanditError as exc:  # e.g. a zero budget share: nothing may be spent, so no training
+            self._count("round_refused_by_policy")
+            log.warning("round %s/%s from %s not taken: %s", msg.task, msg.round, rsu, exc.reason)
+            return
+        self.metrics.rank_chosen(msg.task, arm.rank)
         self.metrics.set_lambda(msg.task, msg.lam)
         self.done_rounds[key] = msg.round
         self._persist()
-        self._begin(Job(rsu=rsu, task=msg.task, round=msg.round, rank=rank, alpha=msg.lora_alpha, lam=msg.lam,
-                        budget_j=msg.round_budget_j, n_participants=max(1, len(msg.participants)),
-                        started=self.clock.now(), init=init, head=head or None, steps=self.s.local_steps),
-                    payload_bytes=sum(t.numel() * t.element_size() for t in tensors.values()))
+        payload_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
+        self._begin(Job(rsu=rsu, task=msg.task, round=msg.round, rank=arm.rank, alpha=msg.lora_alpha, lam=msg.lam,
+                        budget_j=msg.round_budget_j, n_participants=n, started=self.clock.now(), init=init,
+                        head=head or None, steps=local_steps(arm, self.s.local_steps), work=arm.work, share_j=share,
+                        down_s=payload_bytes * self._link_s_per_byte),
+                    payload_bytes=payload_bytes)
 
-    def _policy(self, task: str, ranks: list[int]) -> Any:
+    def _policy(self, task: str) -> Any:
+        """One policy per task; it learns from every RSU's rounds, the candidate set comes with each round."""
         if task not in self._policies:
-            self._policies[task] = self.policy_for(task, ranks)
+            self._policies[task] = self.policy_for(task)
         return self._policies[task]
 
     def _begin(self, job: Job, payload_bytes: int) -> None:
         self._job_tokens += 1
         job.token = self._job_tokens
         self.job = job
-        log.info("round %s/%s: training at rank %d", job.task, job.round, job.rank,
+        log.info("round %s/%s: training at rank %d, %d steps", job.task, job.round, job.rank, job.steps,
                  extra={"task": job.task, "round": job.round})
         if self.cost_model is None:
             self.interrupt.clear()
@@ -177,7 +195,7 @@ class RoundJobs:
         job.state = "trained"
         return True
 
-    # -- fault tolerance (PAPER.md section 6) --------------------------------------------------------
+    # -- fault tolerance (docs/algorithms.md section 6) --------------------------------------------------------
     def _on_command(self, cmd: FaultCommand, rsu: str) -> None:
         job = self.job
         if cmd.vehicle != self.id or job is None or (job.rsu, job.task, job.round) != (rsu, cmd.task, cmd.round):
@@ -190,6 +208,7 @@ class RoundJobs:
         log.info("round %s/%s: RSU %s says %s (exit in %.1f s)", job.task, job.round, rsu, cmd.action, cmd.exit_in_s,
                  extra={"task": job.task, "round": job.round})
         if cmd.action == "abandon":
+            self._charge_abandoned(job)
             job.state = "done"
             job.token = -1
             return
@@ -202,6 +221,22 @@ class RoundJobs:
                 return
             job.result.partial = True
         self._publish(job)
+
+    def _charge_abandoned(self, job: Job) -> None:
+        """Abandoned work still spent energy: the arm's energy and latency learn it, weighted by the work done."""
+        if job.migrated_from is not None:
+            return
+        if job.state == "training" and job.modelled_train is not None:  # modelled: as far as the clock got
+            f = self._progress(job)
+            down = job.modelled_down.seconds if job.modelled_down else 0.0
+            seconds, joules = down + job.modelled_train.seconds * f, job.modelled_train.joules * f
+        elif job.result is not None:  # field: training was stopped at a safe point and measured
+            f = min(1.0, job.result.steps / job.steps)
+            seconds, joules = job.down_s + float(job.result.train_s), float(job.result.energy.joules)
+        else:
+            return
+        if f > 0:
+            self._observe(job, Observation(None, seconds, joules, done=f))
 
     def _progress(self, job: Job) -> float:
         down = job.modelled_down.seconds if job.modelled_down else 0.0
@@ -236,19 +271,23 @@ class RoundJobs:
         if self.cost_model is not None:
             train = job.modelled_train
             down = job.modelled_down.seconds if job.modelled_down else 0.0
-            probe = encode(self._update(job, 0.0, "model", False, train.seconds, 0.0, down), tensors,
+            probe = encode(self._update(job, 0.0, "model", False, train.seconds, 0.0, down, probe=True), tensors,
                            self.s.wire_dtype)
             up = self.cost_model.upload(self.id, len(probe))
             joules, source, measured = train.joules + up.joules, train.source, False
             train_s, up_s = train.seconds, up.seconds
             wall = down + train_s + up_s
         else:
+            # The report cannot contain its own upload: it carries an estimate from the last measured link rate
+            # (s/byte); the bandit learns the round after the publish is acknowledged, with the measured upload.
             meas = res.energy
-            up_s = self._last_upload_s  # the upload of this payload cannot be in its own report
-            joules = float(meas.joules) + self.s.p_tx_w * up_s
             source, measured = str(meas.source), bool(meas.measured)
-            train_s = float(res.train_s)
-            wall = train_s + up_s
+            train_s, down = float(res.train_s), job.down_s
+            probe = encode(self._update(job, 0.0, source, measured, train_s, 0.0, 0.0, probe=True), tensors,
+                           self.s.wire_dtype)
+            up_s = len(probe) * self._link_s_per_byte
+            joules = float(meas.joules) + self.s.p_tx_w * up_s
+            wall = down + train_s + up_s
         joules += job.carried_joules
         payload = encode(self._update(job, joules, source, measured, train_s, up_s, wall), tensors,
                          self.s.wire_dtype)
@@ -259,10 +298,14 @@ class RoundJobs:
         else:
             t0 = self.clock.now()
             if self._send(topic, payload, job):
-                self._last_upload_s = max(0.0, self.clock.now() - t0)
+                up_s = max(0.0, self.clock.now() - t0)  # this round's own upload, acknowledged
+                self._link_s_per_byte = up_s / max(1, len(payload))
+                joules = float(res.energy.joules) + self.s.p_tx_w * up_s + job.carried_joules
+                wall = job.down_s + float(res.train_s) + up_s
         self._learn(job, joules, wall)
         self.metrics.energy_spent(job.task, joules, source)
-        self.history.append({"task": job.task, "round": job.round, "rank": job.rank, "joules": joules,
+        self.history.append({"task": job.task, "round": job.round, "rank": job.rank, "work": job.work,
+                             "joules": joules,
                              "energy_source": source, "wall_s": wall, "local_accuracy": res.local_accuracy,
                              "partial": bool(res.partial), "migrated_from": job.migrated_from, "bytes": len(payload)})
 
@@ -278,12 +321,14 @@ class RoundJobs:
             return False
 
     def _update(self, job: Job, joules: float, source: str, measured: bool, train_s: float, up_s: float,
-                wall: float) -> VehicleUpdate:
+                wall: float, probe: bool = False) -> VehicleUpdate:
+        """The update's header; a `probe` (to size the payload) takes no sequence number."""
         res = job.result
         return VehicleUpdate(
-            sender=self.id, sent_at=self.clock.now(), seq=self._next_seq(), task=job.task, round=job.round,
-            rsu=job.rsu, lora_alpha=job.alpha,
-            report=UpdateReport(rank=job.rank, samples=max(1, int(res.samples)), joules=max(0.0, joules),
+            sender=self.id, sent_at=self.clock.now(), seq=0 if probe else self._next_seq(), task=job.task,
+            round=job.round, rsu=job.rsu, lora_alpha=job.alpha,
+            report=UpdateReport(rank=job.rank, work=job.work, samples=max(1, int(res.samples)),
+                                joules=max(0.0, joules),
                                 energy_source=source, energy_measured=measured, train_s=max(0.0, train_s),
                                 upload_s=max(0.0, up_s), wall_s=max(0.0, wall),
                                 local_accuracy=min(1.0, max(0.0, float(res.local_accuracy))),
@@ -292,11 +337,23 @@ class RoundJobs:
         )
 
     def _learn(self, job: Job, joules: float, wall: float) -> None:
-        """Feed the round's reward and normalised cost to the policy (PAPER.md section 3)."""
-        if job.migrated_from is not None:
-            return  # not this vehicle's rank choice
-        from edge_agent.bandit import normalised_cost, round_reward
+        """Feed the round's accuracy, seconds and joules to the policy (docs/algorithms.md section 3).
 
-        reward = round_reward(float(job.result.local_accuracy), wall, self.s.tau_ref_s, self.s.w_tau)
-        cost = normalised_cost(joules, job.budget_j, job.n_participants)
-        self._policies[job.task].update(job.rank, reward, cost)
+        A round cut short (early upload, migration source) teaches energy and latency weighted by the work done
+        and no accuracy; a round this vehicle continued for another (migration target) was not its choice.
+        """
+        if job.migrated_from is not None:
+            return
+        res = job.result
+        if res.partial:
+            obs = Observation(None, wall, joules, done=min(1.0, max(1, int(res.steps)) / job.steps))
+        else:
+            obs = Observation(min(1.0, max(0.0, float(res.local_accuracy))), wall, joules)
+        self._observe(job, obs)
+
+    def _observe(self, job: Job, obs: Observation) -> None:
+        try:
+            self._policy(job.task).update(Arm(job.rank, job.work), obs)
+        except BanditError as exc:
+            self._count("learn_rejected")
+            log.warning("round %s/%s: not learned: %s", job.task, job.round, exc.reason)

@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
+from edge_agent.bandit import DEFAULT_BETA
 from edge_agent.energy.config import EnergyConfig
 from fedrank.settings import AgentSettings
 
@@ -41,7 +42,7 @@ class EdgeSettings(AgentSettings):
     rank_policy: Literal["ucb-dual", "fixed", "capacity"] = Field("ucb-dual", description="how ranks are chosen")
     fixed_rank: int = Field(8, ge=1, description="rank for the fixed/capacity policies")
     max_rank: int | None = Field(None, ge=1, description="largest rank this device can fit; larger ones excluded")
-    beta: float = Field(0.2, gt=0, description="UCB exploration weight (PAPER.md section 3)")
+    beta: float = Field(DEFAULT_BETA, gt=0, description="UCB exploration weight (docs/algorithms.md section 3)")
     device_memory_gb: float | None = Field(
         None, gt=0, description="memory for training; the capacity policy derives its rank from it"
     )

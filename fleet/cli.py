@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--local-steps", type=int)
         p.add_argument("--threads", type=int)
         p.add_argument("--log-level", help="level of OUT/fleet.log, default INFO (the terminal shows errors only)")
+        p.add_argument("--arms", choices=["work", "ranks"],
+                       help="the vehicles' decision: work configurations (rank x local work) or ranks only")
         if name == "run":
             p.add_argument("--policy", choices=["ucb-dual", "homolora", "hetlora", "flexlora", "fixed-rank"])
             p.add_argument("--vehicles", type=int)
@@ -54,7 +56,7 @@ def _config(args: argparse.Namespace):
         except PresetError as e:
             raise SystemExit(str(e)) from None
     over.update(json.loads(args.config.read_text()) if args.config else {})
-    for key in ("seed", "rounds", "local_steps", "threads"):
+    for key in ("seed", "rounds", "local_steps", "threads", "arms"):
         if getattr(args, key, None) is not None:
             over[key] = getattr(args, key)
     if args.action == "run":

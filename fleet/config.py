@@ -40,6 +40,10 @@ class FleetConfig(BaseModel):
     rounds: int = Field(8, ge=1, description="rounds per RSU and task")
     ranks: list[int] = Field([2, 4, 8, 16, 32], description="candidate LoRA ranks")
     homo_rank: int = Field(8, description="the one rank of HomoLoRA and of 'fixed-rank' (exact aggregation)")
+    arms: Literal["work", "ranks"] = Field(
+        "work", description="the vehicles' decision: work configurations (ranks x work) or ranks only (the paper's)"
+    )
+    work: list[float] = Field([0.25, 0.5, 1.0], description="fractions of local_steps offered with each rank")
     lora_alpha: float = 16.0
     local_steps: int = Field(10, ge=1)
     batch_size: int = 16

@@ -212,9 +212,11 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
                           window_rounds=cfg.window_rounds, e_min_j=0.1 * e_total / len(cfg.tasks))),
         MemoryBus(broker, "cloud"), clock)
     rsus = []
+    work = list(cfg.work) if cfg.arms == "work" else [1.0]  # `--arms ranks`: the paper's rank-only decision
     for rid, (x, y, r) in sites.items():
-        tasks = [RsuTaskConfig(name=t.name, task_type=t.task_type, ranks=cfg.ranks, lora_alpha=cfg.lora_alpha,
-                               layers=layers, aggregator=aggregator, round_timeout_s=cfg.round_timeout_s,
+        tasks = [RsuTaskConfig(name=t.name, task_type=t.task_type, ranks=cfg.ranks, work=work,
+                               lora_alpha=cfg.lora_alpha, layers=layers, aggregator=aggregator,
+                               round_timeout_s=cfg.round_timeout_s,
                                round_gap_s=max(cfg.round_gap_s, 1e-3), default_round_budget_j=round_budget,
                                max_rounds=cfg.rounds, expected_round_s=cfg.round_timeout_s / 4)
                  for t in cfg.tasks]
@@ -239,10 +241,11 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
             learner = SurrogateLearner(layers, len(shares[vid][0]), cfg.batch_size, t.name, surrogate_progress,
                                        seed=cfg.seed + len(vehicles))
 
-        def policy_for(task: str, ranks: list[int], s: EdgeSettings = s, dev: DeviceProfile = dev):
-            return make_policy(s.rank_policy, ranks, rank=s.fixed_rank if s.rank_policy == "fixed" else None,
-                               device=dev.memory_gb, beta=s.beta, max_rank=s.max_rank,
-                               state_path=Path(s.state_dir) / f"bandit-{task}.json")
+        def policy_for(task: str, s: EdgeSettings = s, dev: DeviceProfile = dev):
+            return make_policy(s.rank_policy, rank=s.fixed_rank if s.rank_policy == "fixed" else None,
+                               device=dev.memory_gb, beta=s.beta, seed=s.seed, stream=f"{s.id}/{task}",
+                               state_path=Path(s.state_dir) / f"bandit-{task}.json",
+                               fits=lambda r, m=s.max_rank: m is None or r <= m)
 
         vehicles.append(VehicleAgent(s, MemoryBus(broker, vid), clock, learner_for=lambda task, lr=learner: lr,
                                      policy_for=policy_for, meter=NoMeter(), cost_model=cost, position=fixes[vid],

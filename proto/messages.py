@@ -46,6 +46,7 @@ from proto.bounds import (
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+Work = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]  # fraction of the configured local steps
 
 
 class WireModel(BaseModel):
@@ -58,7 +59,7 @@ class Message(WireModel):
     KIND: ClassVar[str] = ""
     HAS_TENSORS: ClassVar[bool] = False
 
-    v: Literal[1] = SCHEMA_VERSION
+    v: Literal[2] = SCHEMA_VERSION
     sender: Id
     sent_at: Timestamp = 0.0  # sender's clock, seconds (epoch in the field, simulated in the fleet)
     seq: Seq = 0  # per-sender counter; with (sender, task, round) it identifies a message
@@ -152,12 +153,17 @@ class RoundAnnouncement(TensorMessage):
     layers: list[Annotated[str, Field(max_length=512)]] = Field(default_factory=list, max_length=MAX_LAYERS)
     participants: list[Id] = Field(default_factory=list, max_length=MAX_ID_LIST)  # vehicles expected
     aggregator: Literal["svd", "homo", "het"] = "svd"
+    # Work fractions W (of each vehicle's configured local steps): the candidate configurations are K x W
+    # (docs/algorithms.md section 3). [1.0] = rank-only arms.
+    work: list[Work] = Field(default_factory=lambda: [1.0], max_length=MAX_RANKS)
+    # vehicle -> its share b_v of round_budget_j (J)
+    shares: dict[Id, Joules] = Field(default_factory=dict, max_length=MAX_ID_LIST)
 
-    @field_validator("ranks")
+    @field_validator("ranks", "work")
     @classmethod
-    def _sorted_unique(cls, v: list[int]) -> list[int]:
+    def _sorted_unique(cls, v: list) -> list:
         if not v or sorted(set(v)) != v:
-            raise ValueError("ranks must be a non-empty, strictly increasing list")
+            raise ValueError("ranks and work must be non-empty, strictly increasing lists")
         return v
 
 
@@ -165,6 +171,7 @@ class UpdateReport(WireModel):
     """What a vehicle measured while producing an update."""
 
     rank: Rank
+    work: Work = 1.0  # the chosen configuration is (rank, work); it must be one the round offered
     samples: Samples
     joules: Joules  # e_v = e_train + e_up
     energy_source: Label  # e.g. "nvml", "rapl", "estimate-cpu-time", "model:jetson-orin-nano"

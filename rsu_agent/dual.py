@@ -11,6 +11,16 @@ import math
 
 log = logging.getLogger(__name__)
 
+# The one default step and cap (docs/algorithms.md section 4): the RSU's config, tests/test_dual.py and
+# bench/bench_bandit.py all use these. With the vehicles' LP (edge_agent/bandit.py) holding each vehicle at its
+# share, lambda only corrects what the estimates miss; mu = 0.1 moves it by 0.1 per 100 % overspend of a round, slow
+# enough not to throw a whole fleet across arms in one round (bench_bandit: mu 0.5 doubled the all-on-one-arm share).
+DEFAULT_MU = 0.1
+# Any lambda >= 1 / (smallest gap between two arms' normalised costs) already makes every vehicle take its cheapest
+# arm; with work fractions {0.25, 0.5, 1} that gap is >= 0.25 of the full-work cost, so lambda <= 4 suffices. On a
+# feasible budget the spend then falls below B and lambda decreases, so it cannot sit at the cap of 10.
+DEFAULT_LAM_MAX = 10.0
+
 
 def _finite(name: str, value: float, minimum: float | None = None) -> None:
     """Raise ValueError (and log the reason) unless value is finite and >= minimum."""
@@ -26,7 +36,8 @@ def _check_budget(budget_j: float) -> None:
         raise ValueError(f"budget_j = {budget_j!r} must be finite and > 0")
 
 
-def dual_step(lam: float, energy_j: float, budget_j: float, mu: float = 0.5, lam_max: float = 10.0) -> float:
+def dual_step(lam: float, energy_j: float, budget_j: float, mu: float = DEFAULT_MU,
+              lam_max: float = DEFAULT_LAM_MAX) -> float:
     """One projected dual-ascent step on the round's energy constraint (PAPER.md section 4).
 
     Args:

@@ -24,6 +24,7 @@ from rsu_agent.aggregate import ClientUpdate
 from rsu_agent.dual import dual_step, violation
 from rsu_agent.robust import aggregate_robust
 from rsu_agent.settings import RsuTaskConfig
+from rsu_agent.shares import budget_shares, learn_reference
 from rsu_agent.state import FtRecord, PendingRound, StoredUpdate, TaskMeta, TaskStore
 from rsu_agent.validate import HeadSpec, UpdateRejected, head_spec, validate_update
 
@@ -176,6 +177,7 @@ class TaskRounds:
             round_budget_j=self.budget_j, ranks=self.cfg.ranks,
             rank=max((f.rank for f in self.layers.values()), default=0), lora_alpha=self.cfg.lora_alpha,
             layers=list(self.cfg.layers), participants=sorted(participants), aggregator=self.cfg.aggregator,
+            work=self.cfg.work, shares=budget_shares(self.budget_j, sorted(participants), self.meta.ref_cost_j),
         )
         meta.pending = PendingRound(
             round=ann.round, announced_at=now, deadline=ann.deadline, participants=ann.participants,
@@ -233,6 +235,7 @@ class TaskRounds:
             return
         self.accepted[identity] = _Counted(stored, update)
         self.pending.accepted[identity] = stored.msg.report
+        learn_reference(self.meta.ref_cost_j, stored.sender, stored.msg.report)  # the share rule's e_ref(v)
         self.save_meta()
 
     def record_ft(self, vehicle: str, rec: FtRecord) -> None:

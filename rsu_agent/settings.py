@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from fedrank.settings import AgentSettings
 from rsu_agent.coverage import Coverage
+from rsu_agent.dual import DEFAULT_LAM_MAX, DEFAULT_MU
 from rsu_agent.fault_tolerance import FtWeights
 
 _ID = r"^[A-Za-z0-9_.\-]{1,64}$"
@@ -19,6 +20,10 @@ class RsuTaskConfig(BaseModel):
     name: str = Field(pattern=_ID, description="task id, as vehicles and the cloud know it")
     task_type: Literal["sentence", "token", "choice"] = Field(description="sentence / token (NER) / choice (COPA)")
     ranks: list[int] = Field([2, 4, 8, 16, 32], description="candidate LoRA ranks K; the global is kept at max(K)")
+    work: list[float] = Field(
+        [1.0], description="fractions of each vehicle's local steps offered with every rank: the candidate "
+        "configurations are ranks x work (docs/algorithms.md section 3); [1.0] = rank-only arms, as in the paper",
+    )
     lora_alpha: float = Field(16.0, gt=0, description="LoRA alpha; the scale of a rank-eta adapter is alpha/eta")
     layers: dict[str, tuple[int, int]] = Field(
         min_length=1,
@@ -36,8 +41,9 @@ class RsuTaskConfig(BaseModel):
     default_round_budget_j: float = Field(
         1000.0, gt=0, description="per-round energy budget B_m(t) used until the cloud's first budget arrives"
     )
-    mu: float = Field(0.5, gt=0, description="dual step size (PAPER.md section 4)")
-    lam_max: float = Field(10.0, gt=0, description="upper clip of the dual price (PAPER.md section 4)")
+    mu: float = Field(DEFAULT_MU, gt=0, description="dual step size (docs/algorithms.md section 4)")
+    lam_max: float = Field(DEFAULT_LAM_MAX, gt=0, description="upper clip of the dual price (docs/algorithms.md "
+                           "section 4)")
     expected_round_s: float = Field(
         60.0, gt=0, description="initial estimate of a vehicle's round time for fault tolerance; then a moving "
         "average of the wall_s the vehicles report"
@@ -49,6 +55,15 @@ class RsuTaskConfig(BaseModel):
     def _ranks_sorted(cls, v: list[int]) -> list[int]:
         if not v or sorted(set(v)) != v or v[0] < 1:
             raise ValueError("ranks must be a non-empty, strictly increasing list of positive integers")
+        return v
+
+    @field_validator("work")
+    @classmethod
+    def _work_sorted(cls, v: list[float]) -> list[float]:
+        if not v or sorted(set(v)) != v or not all(0 < w <= 1 for w in v) or v[-1] != 1.0:
+            # 1.0 is the reference configuration of the share rule (rsu_agent/shares.py) and what a migration
+            # target reports; it is always offered
+            raise ValueError("work must be a strictly increasing list of fractions in (0, 1] ending with 1.0")
         return v
 
     @field_validator("layers")

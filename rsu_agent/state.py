@@ -77,6 +77,7 @@ class TaskMeta(BaseModel):
     last_loss: float | None = None
     global_file: str | None = None
     pending: PendingRound | None = None
+    ref_cost_j: dict[str, float] = Field(default_factory=dict)  # vehicle -> e_ref(v) of the share rule (shares.py)
 
 
 @dataclass

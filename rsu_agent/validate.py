@@ -42,6 +42,8 @@ def _check_report(msg: VehicleUpdate, cfg: RsuTaskConfig) -> None:
         raise UpdateRejected("bad_report", f"samples = {rep.samples!r} must be a positive integer")
     if rep.rank not in cfg.ranks:
         raise UpdateRejected("rank_not_candidate", f"rank {rep.rank} not in {cfg.ranks}")
+    if not any(math.isclose(rep.work, w, rel_tol=1e-9) for w in cfg.work):
+        raise UpdateRejected("work_not_candidate", f"work {rep.work} not in {cfg.work}")
     if not (math.isfinite(msg.lora_alpha) and math.isclose(msg.lora_alpha, cfg.lora_alpha, rel_tol=1e-6)):
         # s(eta) = alpha / eta must be the one the round announced, or the aggregate mixes scales.
         raise UpdateRejected("alpha_mismatch", f"lora_alpha {msg.lora_alpha} != task's {cfg.lora_alpha}")
@@ -59,8 +61,8 @@ def validate_update(
         expected_head: the head every update must carry (names and shapes); None while no head is fixed yet.
 
     Raises:
-        UpdateRejected: with reason rank_not_candidate, alpha_mismatch, bad_report, bad_layers, bad_shape,
-            bad_head.
+        UpdateRejected: with reason rank_not_candidate, work_not_candidate, alpha_mismatch, bad_report,
+            bad_layers, bad_shape, bad_head.
     """
     _check_report(msg, cfg)
     try:

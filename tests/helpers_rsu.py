@@ -66,11 +66,12 @@ def make_update(vehicle: str, round_: int, rank: int = 4, samples: int = 100, jo
                 accuracy: float = 0.7, seed: int = 0, task: str = "t1", rsu: str = RSU, alpha: float = 16.0,
                 layers: dict[str, LoraFactors] | None = None, head_t: dict[str, torch.Tensor] | None = None,
                 migrated_from: str | None = None, partial: bool = False, measured: bool = True,
-                sender: str | None = None, wall_s: float = 30.0) -> Upd:
+                sender: str | None = None, wall_s: float = 30.0, work: float = 1.0) -> Upd:
     layers = factors(rank, seed) if layers is None else layers
     head_t = head(seed) if head_t is None else head_t
-    rep = UpdateReport(rank=rank, samples=samples, joules=joules, energy_source="rapl" if measured else "estimate",
-                       energy_measured=measured, train_s=wall_s, wall_s=wall_s, local_accuracy=accuracy, loss=0.5,
+    rep = UpdateReport(rank=rank, work=work, samples=samples, joules=joules,
+                       energy_source="rapl" if measured else "estimate", energy_measured=measured, train_s=wall_s,
+                       wall_s=wall_s, local_accuracy=accuracy, loss=0.5,
                        partial=partial, migrated_from=migrated_from)
     msg = VehicleUpdate(sender=sender or vehicle, task=task, round=round_, rsu=rsu, lora_alpha=alpha, report=rep)
     payload = encode(msg, pack_lora(layers, head_t))

@@ -1,4 +1,4 @@
-"""The dual price step (PAPER.md section 4) by hand, including both clips."""
+"""The dual price step (docs/algorithms.md section 4) by hand, including both clips."""
 
 from __future__ import annotations
 
@@ -7,28 +7,35 @@ import math
 
 import pytest
 
-from rsu_agent.dual import dual_step, violation
+from rsu_agent.dual import DEFAULT_LAM_MAX, DEFAULT_MU, dual_step, violation
+from rsu_agent.settings import RsuTaskConfig
+
+
+def test_the_rsu_deploys_the_default_step_and_cap_the_tests_and_the_bench_use():
+    cfg = RsuTaskConfig(name="t", task_type="sentence", layers={"q": (4, 4)})
+    assert (cfg.mu, cfg.lam_max) == (DEFAULT_MU, DEFAULT_LAM_MAX) == (0.1, 10.0)
 
 
 def test_overspending_raises_the_price_by_mu_times_the_relative_excess():
-    # 0 + 0.5 * (150 - 100) / 100 = 0.25
-    assert dual_step(0.0, 150.0, 100.0) == pytest.approx(0.25)
+    # 0 + 0.1 * (150 - 100) / 100 = 0.05 (the default mu)
+    assert dual_step(0.0, 150.0, 100.0) == pytest.approx(0.05)
+    assert dual_step(0.0, 150.0, 100.0, mu=0.5) == pytest.approx(0.25)
     # 0.25 + 0.2 * (300 - 200) / 200 = 0.35
     assert dual_step(0.25, 300.0, 200.0, mu=0.2) == pytest.approx(0.35)
 
 
 def test_underspending_lowers_the_price_and_clips_at_zero():
-    # 0.4 + 0.5 * (80 - 100) / 100 = 0.3
-    assert dual_step(0.4, 80.0, 100.0) == pytest.approx(0.3)
-    # 0.1 + 0.5 * (50 - 100) / 100 = -0.15 -> 0
-    assert dual_step(0.1, 50.0, 100.0) == 0.0
+    # 0.4 + 0.1 * (80 - 100) / 100 = 0.38
+    assert dual_step(0.4, 80.0, 100.0) == pytest.approx(0.38)
+    # 0.01 + 0.1 * (50 - 100) / 100 = -0.04 -> 0
+    assert dual_step(0.01, 50.0, 100.0) == 0.0
 
 
 def test_the_price_is_clipped_at_lam_max():
-    # 9.9 + 0.5 * (300 - 100) / 100 = 10.9 -> 10
+    # 9.9 + 0.1 * (300 - 100) / 100 = 10.1 -> 10
     assert dual_step(9.9, 300.0, 100.0) == 10.0
     # 1 + 0.5 * 2 = 2 -> lam_max 1.5
-    assert dual_step(1.0, 300.0, 100.0, lam_max=1.5) == 1.5
+    assert dual_step(1.0, 300.0, 100.0, mu=0.5, lam_max=1.5) == 1.5
 
 
 def test_violation_is_the_positive_part_of_the_excess():

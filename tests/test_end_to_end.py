@@ -25,6 +25,7 @@ from proto.bus import Delivery
 from proto.codec import decode
 from proto.memory_bus import MemoryBus
 from proto.messages import FaultCommand, RoundAnnouncement, TaskBudget
+from rsu_agent.dual import DEFAULT_LAM_MAX, DEFAULT_MU
 
 pytestmark = pytest.mark.slow
 
@@ -132,7 +133,7 @@ def test_global_adapter_changes_between_rounds(run: dict) -> None:
 
 
 def test_dual_price_rises_on_overspend_and_falls_on_underspend(run: dict) -> None:
-    mu, lam_max = 0.5, 10.0  # RsuTaskConfig defaults (PAPER.md section 4)
+    mu, lam_max = DEFAULT_MU, DEFAULT_LAM_MAX  # RsuTaskConfig defaults (docs/algorithms.md section 4)
     for task in (HARD, EASY):
         recs = records(run, task)
         for r in recs:  # lambda <- clip(lambda + mu (E - B) / B, 0, lambda_max)

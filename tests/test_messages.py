@@ -119,7 +119,7 @@ def test_each_model_carries_its_kind_and_the_schema_version(cls: type[Message]) 
     msg = SAMPLES[cls.KIND]
     dumped = json.loads(msg.model_dump_json())
     assert dumped["kind"] == cls.KIND
-    assert dumped["v"] == SCHEMA_VERSION == 1
+    assert dumped["v"] == SCHEMA_VERSION == 2
 
 
 @pytest.mark.parametrize("kind", sorted(SAMPLES))
@@ -153,7 +153,7 @@ def test_messages_are_frozen() -> None:
         SAMPLES["budget"].round = 9  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("v", [0, 2, "1", 1.0, True, None])
+@pytest.mark.parametrize("v", [0, 1, 3, "2", 2.0, True, None])
 def test_any_other_schema_version_is_rejected(v: object) -> None:
     obj = json.loads(SAMPLES["status"].model_dump_json())
     obj["v"] = v

@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
+from proto import SCHEMA_VERSION
 from proto.codec import META_KEY
 from proto.messages import TaskStats
 from proto.topics import Channel, Role
@@ -25,7 +26,7 @@ from tests.helpers_rsu import TOPICS, Rig, factors, make_update, rsu_settings
 
 def raw_status(vid: str, **fields: Any) -> tuple[str, bytes]:
     """A status built as JSON by hand (the models refuse to build these)."""
-    obj = {"kind": "status", "v": 1, "sender": vid, "sent_at": 0.0, "role": "vehicle", "state": "online",
+    obj = {"kind": "status", "v": SCHEMA_VERSION, "sender": vid, "sent_at": 0.0, "role": "vehicle", "state": "online",
            "tasks": ["t1"], "position": {"x": 0.0, "y": 0.0}, "velocity": {"vx": 0.0, "vy": 0.0}}
     obj.update(fields)
     return TOPICS.status(Role.VEHICLE, vid), json.dumps(obj).encode()

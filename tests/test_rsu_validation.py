@@ -60,6 +60,7 @@ CASES = [
     ("bad_safetensors", V1, b"\x00\x01 not a safetensors blob"),
     ("not_finite", V1, _raw_update("v1", _nan())),
     ("rank_not_candidate", V1, make_update("v1", 0, rank=3).payload),
+    ("work_not_candidate", V1, make_update("v1", 0, work=0.5).payload),  # a configuration the round did not offer
     ("bad_layers", V1, _raw_update("v1", _extra_layer())),
     ("bad_shape", V1, _raw_update("v1", _wrong_shape())),
     ("bad_head", V1, _raw_update("v1", _bad_head())),

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from edge_agent.agent import Fix, VehicleAgent
+from edge_agent.bandit import Arm, Decision, Observation, UcbDual, arm_set
 from edge_agent.cli import position_source
 from edge_agent.energy.meter import Measurement
 from edge_agent.settings import EdgeSettings, EdgeTaskConfig, PositionConfig
@@ -80,15 +81,20 @@ class FakeLearner:
 @dataclass
 class FakePolicy:
     rank: int = 4
-    selected_with: list[float] = field(default_factory=list)
-    updates: list[tuple[int, float, float | None]] = field(default_factory=list)
+    work: float = 1.0
+    selected_with: list[Decision] = field(default_factory=list)
+    offered: set[Arm] = field(default_factory=set)
+    updates: list[tuple[Arm, Observation]] = field(default_factory=list)
 
-    def select(self, lam: float) -> int:
-        self.selected_with.append(lam)
-        return self.rank
+    def select(self, d: Decision) -> Arm:
+        self.selected_with.append(d)
+        return Arm(self.rank, self.work)
 
-    def update(self, rank: int, reward: float, cost: float | None) -> None:
-        self.updates.append((rank, reward, cost))
+    def offer(self, arms: Any) -> None:
+        self.offered |= set(arms)
+
+    def update(self, arm: Arm, obs: Observation) -> None:
+        self.updates.append((arm, obs))
 
 
 class FakeCost:
@@ -118,7 +124,7 @@ class Rig:
                                      status_interval_s=5.0, p_tx_w=P_TX)
         self.bus = MemoryBus(self.broker, client)
         self.agent = VehicleAgent(self.settings, self.bus, self.clock, learner_for=lambda task: self.learner,
-                                  policy_for=lambda task, ranks: self.policy, meter=object(), cost_model=cost,
+                                  policy_for=lambda task: self.policy, meter=object(), cost_model=cost,
                                   position=position)
         self.bus.connect(will=self.agent.will())
         self.rsu = MemoryBus(self.broker, f"rsu1-{client}")
@@ -136,14 +142,16 @@ class Rig:
         self.update_tensors.append(dec.tensors)
 
     def announce(self, round_: int = 0, *, participants: tuple[str, ...] = ("veh1", "veh2"), deadline: float = 100.0,
-                 lam: float = 0.5, budget: float = 30.0, retain: bool = True) -> dict:
+                 lam: float = 0.5, budget: float = 30.0, retain: bool = True, ranks: tuple[int, ...] = (2, 4, 8),
+                 work: tuple[float, ...] = (1.0,), shares: dict[str, float] | None = None) -> dict:
         torch.manual_seed(round_)
         U = torch.linalg.qr(torch.randn(D_OUT, 4))[0]  # (d_out, r)
         Vt = torch.linalg.qr(torch.randn(D_IN, 4))[0].T  # (r, d_in)
         factored = {"q": Factored(U=U, S=torch.tensor([4.0, 3.0, 2.0, 1.0]), Vt=Vt)}
         msg = RoundAnnouncement(sender="rsu1", sent_at=self.clock.now(), seq=round_ + 1, task="t1",
                                 task_type="sentence", round=round_, deadline=deadline, lam=lam, round_budget_j=budget,
-                                ranks=[2, 4, 8], rank=4, lora_alpha=16.0, layers=["q"], participants=list(participants))
+                                ranks=list(ranks), rank=4, lora_alpha=16.0, layers=["q"],
+                                participants=list(participants), work=list(work), shares=shares or {})
         self.rsu.publish(T.round("rsu1", "t1"), encode(msg, pack_factored(factored, {})), qos=1, retain=retain)
         return factored
 
@@ -180,22 +188,46 @@ def test_listed_round_gives_one_update_with_the_measured_report_and_the_policy_r
     assert sent["q.lora_A"].shape == (2, D_IN) and sent["q.lora_B"].shape == (D_OUT, 2)
     # the learner started from the announced factors; the policy saw the announced lambda
     init = rig.learner.calls[0]["init"]
-    assert torch.equal(init["q"].U, factored["q"].U) and rig.policy.selected_with == [0.5]
-    # reward = clip(q - w_tau * tau / tau_ref) = 0.6 - 0.1 * 2 / 60; cost = e / (B / |V|) = 15 / (30 / 2)
-    assert rig.policy.updates == [(2, pytest.approx(0.6 - 0.1 * 2.0 / 60.0), pytest.approx(1.0))]
+    d = rig.policy.selected_with[0]
+    assert torch.equal(init["q"].U, factored["q"].U) and d.lam == 0.5
+    # no share announced: the equal share B / |V| = 30 / 2; the candidates are ranks x work
+    assert d.share_j == pytest.approx(15.0) and set(d.arms) == {Arm(r, 1.0) for r in (2, 4, 8)}
+    # the policy learns accuracy, seconds and joules of the round, not a normalised figure
+    assert rig.policy.updates == [(Arm(2, 1.0), Observation(0.6, pytest.approx(2.0), pytest.approx(15.0)))]
 
 
-def test_second_round_reports_the_previous_upload_as_radio_energy(tmp_path: Path) -> None:
+def test_report_estimates_its_upload_from_the_last_link_rate(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     rig.announce(0)
     rig.agent.pump()
-    rig.agent._last_upload_s = 0.5  # what the first upload took on a real link
+    size = len(rig.updates[0].model_dump_json())  # a lower bound of the payload; only the rate matters below
+    rig.agent._link_s_per_byte = 1e-4  # what the first upload took per byte on a real link
     rig.announce(1)
     rig.agent.pump()
     assert [u.round for u in rig.updates] == [0, 1]
-    # e_v = e_train + p_tx * tau_up = 15 + 0.2 * 0.5
-    assert rig.updates[1].report.joules == pytest.approx(15.0 + P_TX * 0.5)
-    assert rig.updates[1].report.upload_s == pytest.approx(0.5)
+    r = rig.updates[1].report
+    # e_v = e_train + p_tx * tau_up, tau_up = payload bytes * s/byte (estimated: the payload cannot hold itself)
+    assert r.upload_s > size * 1e-4 and r.joules == pytest.approx(15.0 + P_TX * r.upload_s)
+
+
+def test_field_round_is_learned_with_its_own_upload_and_download(tmp_path: Path) -> None:
+    """Old code learned e_train + p_tx * (previous round's upload) and left the download out."""
+    rig = Rig(tmp_path)
+    rig.agent._link_s_per_byte = 1e-4
+    publish = rig.bus.publish
+
+    def slow_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        if "/update/" in topic or topic.startswith(T.update("veh1", "rsu1", "t1")):
+            rig.clock.advance_to(rig.clock.now() + 0.7)  # this round's upload takes 0.7 s to be acknowledged
+        publish(topic, payload, qos=qos, retain=retain)
+
+    rig.bus.publish = slow_publish  # type: ignore[method-assign]
+    rig.announce(0)
+    rig.agent.pump()
+    (_arm, obs), = rig.policy.updates
+    down = rig.agent.job.down_s
+    assert down > 0  # the announcement's bytes at the measured link rate
+    assert obs.joules == pytest.approx(15.0 + P_TX * 0.7) and obs.seconds == pytest.approx(down + 2.0 + 0.7)
 
 
 def test_redelivered_or_duplicate_announcement_changes_nothing(tmp_path: Path) -> None:
@@ -230,7 +262,7 @@ def test_round_past_its_deadline_is_ignored(tmp_path: Path) -> None:
 def test_malformed_round_payload_is_counted_as_rejected_and_the_agent_carries_on(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     rig.rsu.publish(T.round("rsu1", "t1"), b"\x00\x01 not a message", qos=1)
-    rig.rsu.publish(T.round("rsu1", "t1"), b'{"kind": "round", "v": 1}', qos=1)  # JSON, but not an announcement
+    rig.rsu.publish(T.round("rsu1", "t1"), b'{"kind": "round", "v": 2}', qos=1)  # JSON, but not an announcement
     rig.agent.pump()
     rejected = {k: v for k, v in rig.agent.counters.items() if k.startswith("rejected_")}
     assert sum(rejected.values()) == 2 and rig.updates == []
@@ -297,6 +329,10 @@ def test_early_upload_mid_modelled_round_sends_a_partial_update_with_fewer_steps
     assert r.partial and r.steps == 5 and rig.learner.calls[0]["steps"] == 5
     # half the training energy (0.5 * 8 J) + the upload 0.25 J
     assert r.joules == pytest.approx(4.25) and r.train_s == pytest.approx(5.0)
+    # learned in proportion to the work done: weight 0.5, no accuracy (old code: a full observation at half cost)
+    (arm, obs), = rig.policy.updates
+    assert arm == Arm(4, 1.0) and obs.accuracy is None and obs.done == pytest.approx(0.5)
+    assert obs.joules == pytest.approx(4.25)
     rig.advance(20.0)  # the original completion timer finds the job done
     assert len(rig.updates) == 1 and len(rig.learner.calls) == 1
 
@@ -309,8 +345,13 @@ def test_abandon_mid_modelled_round_sends_nothing(tmp_path: Path) -> None:
     rig.command("abandon")
     rig.advance(4.0)
     rig.advance(30.0)
-    assert rig.updates == [] and rig.learner.calls == [] and rig.policy.updates == []
+    assert rig.updates == [] and rig.learner.calls == []
     assert rig.agent.counters["command_abandon"] == 1
+    # the abandoned work is charged: 3 of the 10 modelled seconds trained (download 1 s), 0.3 * 8 J, weight 0.3;
+    # no accuracy is learned from it (old code learned nothing)
+    (arm, obs), = rig.policy.updates
+    assert arm == Arm(4, 1.0) and obs.accuracy is None and obs.done == pytest.approx(0.3)
+    assert obs.joules == pytest.approx(0.3 * 8.0) and obs.seconds == pytest.approx(1.0 + 3.0)
 
 
 def test_command_for_another_round_is_ignored(tmp_path: Path) -> None:
@@ -360,8 +401,8 @@ def test_policy_gets_reward_and_cost_after_every_round(tmp_path: Path) -> None:
         rig.clock.advance_to(t0)
         rig.announce(k, deadline=t0 + 100.0, budget=40.0, participants=("veh1", "veh2", "veh3", "veh4"))
         rig.advance(t0 + 11.5)
-    # wall 11.5 s: reward = 0.6 - 0.1 * 11.5 / 60; cost = 8.25 J / (40 J / 4)
-    expect = (4, pytest.approx(0.6 - 0.1 * 11.5 / 60.0), pytest.approx(8.25 / 10.0))
+    # wall 11.5 s (1 down + 10 train + 0.5 up), 8 J train + 0.25 J upload
+    expect = (Arm(4, 1.0), Observation(0.6, pytest.approx(11.5), pytest.approx(8.25)))
     assert rig.policy.updates == [expect, expect]
 
 
@@ -405,3 +446,39 @@ def test_empty_position_file_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text("# nothing\n")
     with pytest.raises(ValueError, match="no fixes"):
         position_source(PositionConfig(kind="file", file=path))
+
+
+def test_chosen_configuration_is_always_one_the_current_round_offers(tmp_path: Path) -> None:
+    """Old code built its arms from the first announcement: after the RSU's list shrank to [2, 4, 8] it trained
+    rank 16, which the RSU rejects, and learned from it."""
+    rig = Rig(tmp_path)
+    rig.policy = UcbDual(seed=0, stream="veh1/t1", state_path=tmp_path / "bandit-t1.json")  # the real bandit
+    big = arm_set([2, 4, 8, 16], [0.5, 1.0])
+    for k in range(len(big)):
+        rig.announce(k, ranks=(2, 4, 8, 16), work=(0.5, 1.0))
+        rig.agent.pump()
+    assert {(u.report.rank, u.report.work) for u in rig.updates} == {(a.rank, a.work) for a in big}
+    for k in range(len(big), len(big) + 12):
+        rig.announce(k, ranks=(2, 4, 8), work=(0.5, 1.0))
+        rig.agent.pump()
+    late = rig.updates[len(big):]
+    assert len(late) == 12 and all(u.report.rank in (2, 4, 8) for u in late)
+    # each round trained the steps of its configuration: work 0.5 -> 5 of the 10 local steps
+    assert all(c["steps"] == (5 if u.report.work == 0.5 else STEPS) for c, u in zip(rig.learner.calls, rig.updates,
+                                                                                    strict=True))
+
+
+def test_the_announced_share_is_the_one_the_policy_sees(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.announce(0, budget=30.0, shares={"veh1": 20.0, "veh2": 10.0})
+    rig.agent.pump()
+    assert rig.policy.selected_with[-1].share_j == 20.0
+
+
+def test_a_zero_budget_is_refused_by_the_bandit_and_counted(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.policy = UcbDual()
+    rig.announce(0, budget=0.0)
+    rig.agent.pump()
+    assert rig.updates == [] and rig.learner.calls == [] and rig.agent.counters["round_refused_by_policy"] == 1
+    assert rig.policy.decisions == 0
