@@ -1,16 +1,14 @@
-"""Boundaries the other tests walk past: the bandit's cost cap and its restore, tri-feedback's u = 1 when A = 0,
+"""Boundaries the other tests walk past: tri-feedback's u = 1 when A = 0,
 the codec's header-size limits, lam_max >= 0."""
 
 from __future__ import annotations
 
 import json
 import struct
-from pathlib import Path
 
 import pytest
 
 from cloud_agent.tri_feedback import TaskWindow, TriFeedbackConfig, TriFeedbackState, allocate
-from edge_agent.bandit import COST_CAP, UcbDual, normalised_cost
 from proto.codec import decode, decode_header, encode
 from proto.errors import PayloadRejected
 from proto.messages import VehicleUpdate
@@ -18,27 +16,6 @@ from rsu_agent.dual import dual_step
 from tests.helpers_rsu import make_update
 
 MIB4 = 4 * 1024 * 1024
-
-
-# -- bandit ---------------------------------------------------------------------------------------------------
-def test_a_wild_cost_is_capped_and_the_statistics_survive_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "bandit.json"
-    b = UcbDual([2, 4], state_path=path)
-    b.update(2, 0.5, 1e6)  # a budget share near zero: an enormous normalised cost
-    b.update(4, 0.8, 0.5)
-    assert b.stats[2].c_hat == COST_CAP
-    again = UcbDual([2, 4], state_path=path)
-    assert {r: (s.n, s.r_hat, s.c_hat) for r, s in again.stats.items()} == {2: (1, 0.5, COST_CAP), 4: (1, 0.8, 0.5)}
-    assert [p.name for p in tmp_path.iterdir()] == ["bandit.json"]  # nothing moved aside
-
-
-def test_normalised_cost_caps_and_handles_a_zero_budget() -> None:
-    assert normalised_cost(50.0, 100.0, 4) == pytest.approx(2.0)
-    assert normalised_cost(1e9, 100.0, 4) == COST_CAP
-    assert normalised_cost(COST_CAP * 25.0, 100.0, 4) == COST_CAP  # exactly at the cap
-    assert normalised_cost(5.0, 0.0, 4) == COST_CAP and normalised_cost(0.0, 0.0, 4) == 0.0
-    assert normalised_cost(5.0, None, 4) is None
-    assert normalised_cost(50.0, 100.0, 0) == pytest.approx(0.5)  # no participant listed: counted as one
 
 
 # -- tri-feedback ----------------------------------------------------------------------------------------------
