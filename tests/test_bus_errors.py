@@ -18,17 +18,18 @@ import proto.mqtt_bus as mqtt_bus
 from proto.bus import BusError, Delivery
 from proto.mqtt_bus import MqttBus
 from proto.mqtt_options import MqttOptions
-from tests.mosquitto import Mosquitto, MosquittoUnavailable
+from tests.mosquitto import Mosquitto, MosquittoUnavailable, broker_dir, share_with_broker
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.timeout(120)]
 WAIT_S = 10.0
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+def broker() -> Iterator[Mosquitto]:
     """Anonymous clients may write `ok/#` and only read `ro/#`."""
-    acl = tmp_path_factory.mktemp("acl") / "acl"
+    acl = broker_dir("fedrank-acl-") / "acl"  # Mosquitto drops privileges: pytest's 0700 tmp dirs are closed to it
     acl.write_text("topic readwrite ok/#\ntopic read ro/#\n")
+    share_with_broker(acl)
     try:
         m = Mosquitto(extra_conf=f"acl_file {acl}\n")
     except MosquittoUnavailable as exc:

@@ -90,7 +90,7 @@ def test_aggregation_that_fails_keeps_the_global_and_says_why(tmp_path, monkeypa
     def broken(*_a: Any, **_k: Any) -> Any:
         raise ValueError("layer q: SVD did not converge")
 
-    monkeypatch.setattr(rounds_mod, "aggregate", broken)
+    monkeypatch.setattr(rounds_mod, "aggregate_robust", broken)
     rig.advance(10.0)
     rig.upload(make_update("v1", 1, seed=3))
     rig.upload(make_update("v2", 1, seed=4))
