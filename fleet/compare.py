@@ -14,7 +14,8 @@ from fleet.config import POLICIES, FleetConfig
 from fleet.plots import plot_compare, plot_scalability
 from fleet.run import run_fleet
 
-COMPARE_KEYS = ("per_task_accuracy", "avg_accuracy", "mean_round_latency_s", "energy_j", "budget_j", "violation_j",
+COMPARE_KEYS = ("per_task_accuracy", "avg_accuracy", "mean_round_latency_s", "energy_j", "budget_j", "spend_ratio",
+                "lam_max", "violation_j",
                 "bytes_on_wire", "majority_baseline", "rank_counts", "ft_decisions", "cumulative_reward", "sources")
 ABLATIONS = {
     "ucb-dual-no-trifeedback": {"tri_feedback": False},
@@ -49,11 +50,12 @@ def _f(x: float, fmt: str) -> str:
 def markdown_table(results: dict[str, dict[str, Any]], base: FleetConfig) -> str:
     tasks = [t.name for t in base.tasks]
     head = ["policy", *[f"{t} acc" for t in tasks], "avg acc", "mean round latency (s)", "energy (J)",
-            "budget violation (J)", "bytes on wire"]
+            "spend / budget", "max λ", "budget violation (J)", "bytes on wire"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
         row = [name, *[_f(r["per_task_accuracy"].get(t, math.nan), ".3f") for t in tasks],
                _f(r["avg_accuracy"], ".3f"), _f(r["mean_round_latency_s"], ".2f"), _f(r["energy_j"], ".0f"),
+               _f(r.get("spend_ratio", math.nan), ".3f"), _f(r.get("lam_max", math.nan), ".2f"),
                _f(r["violation_j"], ".0f"), f"{r['bytes_on_wire']:,}"]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")

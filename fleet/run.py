@@ -152,6 +152,10 @@ def summarise(world: World, records: list[dict[str, Any]], finished: bool) -> di
         "majority_baseline": {t: majority_baseline(world.specs[t], world.tests[t]) for t in world.specs},
         "mean_round_latency_s": sum(lat) / len(lat) if lat else math.nan,
         "energy_j": sum(r["energy_j"] for r in records), "budget_j": sum(r["budget_j"] for r in records),
+        "spend_ratio": _ratio(sum(r["energy_j"] for r in records), sum(r["budget_j"] for r in records)),
+        "lam_max": max((r["lam"] for r in records), default=0.0),
+        "rounds_lam_at_cap": sum(1 for r in records if r["lam"] >= world.rsus[0].tasks[r["task"]].cfg.lam_max),
+        "homo_rank": world.homo_rank,
         "violation_j": sum(r["violation_j"] for r in last.values()),
         "bytes_on_wire": world.tap.total, "bytes_by_kind": dict(world.tap.bytes_by_kind),
         "rank_counts": {str(k): ranks.count(k) for k in sorted(set(ranks))},
@@ -159,6 +163,10 @@ def summarise(world: World, records: list[dict[str, Any]], finished: bool) -> di
         "sources": {"accuracy": SURROGATE_SOURCE if cfg.learner == "surrogate" else ACCURACY_SOURCE,
                     "energy": ENERGY_SOURCE, "latency": LATENCY_SOURCE},
     }
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else math.nan
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
@@ -172,7 +180,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
         table.add_row(task, f"{acc:.3f}", f"{summary['majority_baseline'][task]:.3f}")
     table.add_row("average", f"{summary['avg_accuracy']:.3f}", "")
     table.caption = (f"mean round latency {summary['mean_round_latency_s']:.2f} s (modelled) · energy "
-                     f"{summary['energy_j']:.4g} J vs budget {summary['budget_j']:.4g} J (modelled) · violation "
+                     f"{summary['energy_j']:.4g} J vs budget {summary['budget_j']:.4g} J (modelled; spend/budget "
+                     f"{summary['spend_ratio']:.3f}, max λ {summary['lam_max']:.2f}) · violation "
                      f"{summary['violation_j']:.4g} J · {summary['bytes_on_wire'] / 1e6:.2f} MB on the wire · "
                      f"fault tolerance {summary['ft_decisions']}")
     return table

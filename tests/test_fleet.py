@@ -57,8 +57,10 @@ def test_compare_runs_every_policy_and_the_ablations(tmp_path: Path) -> None:
         assert on_disk[name]["bytes_on_wire"] > 0
         cfg = json.loads((tmp_path / name / "config.json").read_text())
         assert cfg["policy"] == (name if name in POLICIES else "ucb-dual")
-    # HomoLoRA trains one rank everywhere; the bandit explores several
-    assert set(results["homolora"]["rank_counts"]) == {"8"}
+    # HomoLoRA trains one rank everywhere, the one sized from the budget; the bandit explores several
+    homo = json.loads((tmp_path / "homolora" / "summary.json").read_text())["homo_rank"]
+    assert set(results["homolora"]["rank_counts"]) == {str(homo)}
+    assert all("spend_ratio" in r and "lam_max" in r for r in on_disk.values()) and "spend / budget" in table
     assert (tmp_path / "compare_avg_accuracy.png").exists()
 
 
