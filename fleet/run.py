@@ -159,10 +159,17 @@ def summarise(world: World, records: list[dict[str, Any]], finished: bool) -> di
         "violation_j": sum(r["violation_j"] for r in last.values()),
         "bytes_on_wire": world.tap.total, "bytes_by_kind": dict(world.tap.bytes_by_kind),
         "rank_counts": {str(k): ranks.count(k) for k in sorted(set(ranks))},
+        "work_counts": _work_counts(world),
         "ft_decisions": ft_counts, "cumulative_reward": reward, "rounds_recorded": len(records),
         "sources": {"accuracy": SURROGATE_SOURCE if cfg.learner == "surrogate" else ACCURACY_SOURCE,
                     "energy": ENERGY_SOURCE, "latency": LATENCY_SOURCE},
     }
+
+
+def _work_counts(world: World) -> dict[str, int]:
+    """How often each local-work fraction was played (the vehicles' published updates)."""
+    works = [str(h.get("work", 1.0)) for v in world.vehicles for h in v.history]
+    return {w: works.count(w) for w in sorted(set(works))}
 
 
 def _ratio(a: float, b: float) -> float:
