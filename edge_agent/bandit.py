@@ -258,6 +258,7 @@ class UcbDual:
             raise _fail(f"dual price must be finite and >= 0 (got {d.lam})")
         if not (math.isfinite(d.share_j) and d.share_j > 0):
             raise _fail(f"budget share must be finite and > 0 (got {d.share_j})")
+        self.offer(d.arms)
         rng = self._rng()
         self.decisions += 1
         fresh = [a for a in sorted(set(d.arms)) if a not in self.stats or self.stats[a].n_e <= 0]
@@ -275,7 +276,7 @@ class UcbDual:
         return max(self.last_mix, key=lambda a: self.last_mix[a])
 
     def offer(self, arms: Iterable[Arm]) -> None:
-        """Make `arms` known (a chosen arm must be known before its round is learned)."""
+        """Make `arms` known (`select` does it for the arms it is offered; a round is learned only for a known arm)."""
         for a in arms:
             self.stats.setdefault(a, ArmStats())
 

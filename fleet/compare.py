@@ -17,7 +17,8 @@ from fleet.run import run_fleet
 from fleet.stats import average_accuracy_se, fmt_ci, mean_ci95, paired_diff_ci95, within_noise
 from fleet.terminal import RunProgress
 
-COMPARE_KEYS = ("per_task_accuracy", "avg_accuracy", "mean_round_latency_s", "energy_j", "budget_j", "violation_j",
+COMPARE_KEYS = ("per_task_accuracy", "avg_accuracy", "mean_round_latency_s", "energy_j", "budget_j", "spend_ratio",
+                "lam_max", "violation_j",
                 "bytes_on_wire", "majority_baseline", "rank_counts", "ft_decisions", "cumulative_reward", "sources")
 ABLATIONS = {
     "ucb-dual-no-trifeedback": {"tri_feedback": False},
@@ -67,7 +68,8 @@ def markdown_table(results: dict[str, dict[str, Any]], base: FleetConfig) -> str
     acc_label = "surrogate acc" if surrogate else "acc"
     ref = next(iter(results), "")
     head = ["policy", *[f"{t} {acc_label}" for t in tasks], f"avg {acc_label}", f"Δ avg {acc_label} vs {ref}",
-            "mean round latency (s)", "energy (J)", "budget violation (J)", "bytes on wire"]
+            "mean round latency (s)", "energy (J)", "spend / budget", "max λ", "budget violation (J)",
+            "bytes on wire"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
         ci = r.get("ci95", {})
@@ -77,6 +79,8 @@ def markdown_table(results: dict[str, dict[str, Any]], base: FleetConfig) -> str
                diff_cell(results[ref], r) if name != ref else "reference",
                fmt_ci(r["mean_round_latency_s"], ci.get("mean_round_latency_s", math.nan), ".2f"),
                fmt_ci(r["energy_j"], ci.get("energy_j", math.nan), ".3g"),
+               fmt_ci(r.get("spend_ratio", math.nan), ci.get("spend_ratio", math.nan), ".3f"),
+               fmt_ci(r.get("lam_max", math.nan), ci.get("lam_max", math.nan), ".2f"),
                fmt_ci(r["violation_j"], ci.get("violation_j", math.nan), ".3g"), f"{round(r['bytes_on_wire']):,}"]
         lines.append("| " + " | ".join(row) + " |")
     seeds = first.get("seeds", [])
@@ -125,8 +129,8 @@ def over_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     under `runs` and `test_se`, the test-split standard error of the average accuracy (mean over seeds)."""
     runs = list(per_seed.values())
     out: dict[str, Any] = {"seeds": list(per_seed), "runs": {str(s): r for s, r in per_seed.items()}, "ci95": {}}
-    for key in ("avg_accuracy", "mean_round_latency_s", "energy_j", "budget_j", "violation_j", "bytes_on_wire",
-                "cumulative_reward"):
+    for key in ("avg_accuracy", "mean_round_latency_s", "energy_j", "budget_j", "spend_ratio", "lam_max",
+                "violation_j", "bytes_on_wire", "cumulative_reward"):
         out[key], out["ci95"][key] = mean_ci95([_num(r[key]) for r in runs])
     tasks = list(runs[0]["per_task_accuracy"])
     pt = {t: mean_ci95([_num(r["per_task_accuracy"].get(t)) for r in runs]) for t in tasks}

@@ -39,7 +39,10 @@ class FleetConfig(BaseModel):
     rsus: int = Field(2, ge=1, description="RSUs on the road grid; each hosts every task")
     rounds: int = Field(8, ge=1, description="rounds per RSU and task")
     ranks: list[int] = Field([2, 4, 8, 16, 32], description="candidate LoRA ranks")
-    homo_rank: int = Field(8, description="the one rank of HomoLoRA and of 'fixed-rank' (exact aggregation)")
+    homo_rank: int | None = Field(
+        None, description="the one rank of HomoLoRA and of 'fixed-rank' (exact aggregation); unset = sized from the "
+        "budget: the largest candidate rank whose modelled full-work spend fits every task's round budget",
+    )
     arms: Literal["work", "ranks"] = Field(
         "work", description="the vehicles' decision: work configurations (ranks x work) or ranks only (the paper's)"
     )

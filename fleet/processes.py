@@ -63,6 +63,7 @@ def write_configs(cfg: FleetConfig, out: Path, host: str, port: int) -> dict[str
                    "status_interval_s": 5.0, "fault_tolerance": cfg.fault_tolerance, "wire_dtype": cfg.wire_dtype,
                    "coverage": {"shape": "circle", "cx": x, "cy": y, "radius": r},
                    "tasks": [{"name": t.name, "task_type": t.task_type, "ranks": cfg.ranks,
+                              "work": list(cfg.work) if cfg.arms == "work" else [1.0],
                               "lora_alpha": cfg.lora_alpha,
                               "layers": {k: list(v) for k, v in layers.items()}, "aggregator": aggregator,
                               "round_timeout_s": ROUND_TIMEOUT_S, "round_gap_s": 1.0, "max_rounds": cfg.rounds,
@@ -79,11 +80,13 @@ def write_configs(cfg: FleetConfig, out: Path, host: str, port: int) -> dict[str
             "id": vid, "state_dir": str(out / "state" / vid), "broker": broker, "status_interval_s": 2.0,
             "tasks": [{"name": t.name, "task_type": t.task_type, "data": t.data, "partition": k,
                        "num_partitions": sum(1 for j in range(cfg.vehicles) if cfg.tasks[j % len(cfg.tasks)] == t)}],
-            "rank_policy": rank_policy, "fixed_rank": cfg.homo_rank, "local_steps": cfg.local_steps,
+            "rank_policy": rank_policy, "local_steps": cfg.local_steps,
             "batch_size": cfg.batch_size, "lr": cfg.lr, "max_length": cfg.max_length, "threads": 1,
             "seed": cfg.seed, "wire_dtype": cfg.wire_dtype, "device_memory_gb": 8.0,
             "position": {"kind": "fixed", "x": x + 10.0 * (i % 5), "y": y},
         }
+        if cfg.homo_rank is not None:  # unset: EdgeSettings' fixed_rank (no modelled budget to size it from here)
+            doc["fixed_rank"] = cfg.homo_rank
         if model_dir is not None:
             doc["model_dir"] = str(model_dir)
         dump(vid, doc)

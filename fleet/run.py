@@ -174,13 +174,28 @@ def summarise(world: World, records: list[dict[str, Any]], finished: bool) -> di
         "test_examples": {t: len(world.tests[t]) for t in world.specs},  # n of each task's test split
         "mean_round_latency_s": sum(lat) / len(lat) if lat else math.nan,
         "energy_j": sum(r["energy_j"] for r in records), "budget_j": sum(r["budget_j"] for r in records),
+        "spend_ratio": _ratio(sum(r["energy_j"] for r in records), sum(r["budget_j"] for r in records)),
+        "lam_max": max((r["lam"] for r in records), default=0.0),
+        "rounds_lam_at_cap": sum(1 for r in records if r["lam"] >= world.rsus[0].tasks[r["task"]].cfg.lam_max),
+        "homo_rank": world.homo_rank,
         "violation_j": sum(r["violation_j"] for r in last.values()),
         "bytes_on_wire": world.tap.total, "bytes_by_kind": dict(world.tap.bytes_by_kind),
         "rank_counts": {str(k): ranks.count(k) for k in sorted(set(ranks))},
+        "work_counts": _work_counts(world),
         "ft_decisions": ft_counts, "cumulative_reward": reward, "rounds_recorded": len(records),
         "sources": {"accuracy": SURROGATE_SOURCE if cfg.learner == "surrogate" else ACCURACY_SOURCE,
                     "energy": ENERGY_SOURCE, "latency": LATENCY_SOURCE},
     }
+
+
+def _work_counts(world: World) -> dict[str, int]:
+    """How often each local-work fraction was played (the vehicles' published updates)."""
+    works = [str(h.get("work", 1.0)) for v in world.vehicles for h in v.history]
+    return {w: works.count(w) for w in sorted(set(works))}
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else math.nan
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
@@ -193,10 +208,10 @@ def summary_table(summary: dict[str, Any]) -> Table:
     for task, acc in summary["per_task_accuracy"].items():
         table.add_row(task, f"{acc:.3f}", f"{summary['majority_baseline'][task]:.3f}")
     table.add_row("average", f"{summary['avg_accuracy']:.3f}", "")
-    ratio = summary["energy_j"] / summary["budget_j"] if summary["budget_j"] else math.nan
     table.caption = (f"mean round latency {fmt(summary['mean_round_latency_s'])} s (modelled) · energy "
                      f"{fmt(summary['energy_j'])} J vs budget {fmt(summary['budget_j'])} J, spend/budget "
-                     f"{fmt(ratio, 2)} (modelled) · violation {fmt(summary['violation_j'])} J · "
+                     f"{fmt(summary['spend_ratio'], 3)}, max λ {fmt(summary['lam_max'], 3)} (modelled) · violation "
+                     f"{fmt(summary['violation_j'])} J · "
                      f"{fmt(summary['bytes_on_wire'] / 1e6)} MB on the wire · fault tolerance "
                      f"{summary['ft_decisions'] or 'none'}")
     return table

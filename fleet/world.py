@@ -92,6 +92,7 @@ class World:
     layers: dict[str, tuple[int, int]]
     tap: WireTap
     round_budget_j: float
+    homo_rank: int
 
 
 def resolve_model_dir(cfg: FleetConfig, cache: Path) -> Path | None:
@@ -204,6 +205,7 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
                  for t in cfg.tasks}
     round_budget = cfg.energy_budget_scale * sum(per_round.values()) / max(1, len(cfg.tasks))
     e_total = round_budget * len(cfg.tasks) * cfg.window_rounds
+    homo_rank = cfg.homo_rank if cfg.homo_rank is not None else budget_rank(cost, members, cfg, round_budget)
 
     # -- agents ------------------------------------------------------------------------------------------
     cloud = CloudAgent(
@@ -231,7 +233,7 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
         t = task_of[vid]
         dev = devices[vid]
         s = EdgeSettings(id=vid, state_dir=state / vid, tasks=[EdgeTaskConfig(name=t.name, task_type=t.task_type)],
-                         rank_policy=rank_policy, fixed_rank=cfg.homo_rank, local_steps=cfg.local_steps,
+                         rank_policy=rank_policy, fixed_rank=homo_rank, local_steps=cfg.local_steps,
                          batch_size=cfg.batch_size, lr=cfg.lr, max_length=cfg.max_length, seed=cfg.seed,
                          status_interval_s=cfg.status_interval_s, wire_dtype=cfg.wire_dtype,
                          device_memory_gb=dev.memory_gb, max_rank=None if rank_policy == "fixed" else dev.max_rank,
@@ -260,7 +262,17 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
     log.info("fleet: %d vehicles, %d RSUs, tasks %s, policy %s, round budget %.1f J (modelled)", len(vehicles),
              len(rsus), [t.name for t in cfg.tasks], cfg.policy, round_budget)
     return World(cfg, clock, broker, driver, cloud, rsus, vehicles, trainer, datasets, specs, tests, devices,
-                 trajectories, sites, layers, tap, round_budget)
+                 trajectories, sites, layers, tap, round_budget, homo_rank)
+
+
+def budget_rank(cost: FleetCostModel, members: dict[str, list[str]], cfg: FleetConfig, round_budget_j: float) -> int:
+    """HomoLoRA's rank sized from the budget, as its authors size a fixed-rank baseline (docs/algorithms.md
+    section 1): the largest candidate rank whose modelled full-work training spend of every task's vehicles fits
+    the task's round budget; the smallest rank when none fits."""
+    fits = [r for r in sorted(cfg.ranks)
+            if all(sum(cost.train(v, task, r, cfg.local_steps, 0).joules for v in vids) <= round_budget_j
+                   for task, vids in members.items() if vids)]
+    return fits[-1] if fits else min(cfg.ranks)
 
 
 def majority_baseline(spec: TaskSpec, examples: list) -> float:

@@ -61,8 +61,10 @@ def test_compare_runs_every_policy_and_the_ablations(tmp_path: Path) -> None:
         assert on_disk[name]["seeds"] == [0, 1] and set(on_disk[name]["runs"]) == {"0", "1"}
         assert "avg_accuracy" in on_disk[name]["ci95"]
     assert "±" in table and "Seeds 0, 1 (n = 2)" in table and "measured" in table
-    # HomoLoRA trains one rank everywhere; the bandit explores several
-    assert set(results["homolora"]["rank_counts"]) == {"8"}
+    # HomoLoRA trains one rank everywhere, the one sized from the budget; the bandit explores several
+    homo = json.loads((tmp_path / "homolora" / "seed-0" / "summary.json").read_text())["homo_rank"]
+    assert set(results["homolora"]["rank_counts"]) == {str(homo)}
+    assert all("spend_ratio" in r and "lam_max" in r for r in on_disk.values()) and "spend / budget" in table
     assert (tmp_path / "compare_metrics.png").exists() and (tmp_path / "accuracy_vs_energy.png").exists()
 
 
