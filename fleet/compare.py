@@ -63,7 +63,7 @@ def markdown_table(results: dict[str, dict[str, Any]], base: FleetConfig) -> str
     acc_label = "surrogate acc" if surrogate else "acc"
     ref = next(iter(results), "")
     head = ["policy", *[f"{t} {acc_label}" for t in tasks], f"avg {acc_label}", f"Δ avg {acc_label} vs {ref}",
-            "mean round latency (s)", "energy (J)", "budget violation (J)", "bytes on wire"]
+            "mean round latency (s)", "energy (J)", "budget violation (J)", "MB on wire"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
         ci = r.get("ci95", {})
@@ -73,7 +73,8 @@ def markdown_table(results: dict[str, dict[str, Any]], base: FleetConfig) -> str
                diff_cell(results[ref], r) if name != ref else "reference",
                fmt_ci(r["mean_round_latency_s"], ci.get("mean_round_latency_s", math.nan), ".2f"),
                fmt_ci(r["energy_j"], ci.get("energy_j", math.nan), ".3g"),
-               fmt_ci(r["violation_j"], ci.get("violation_j", math.nan), ".3g"), f"{round(r['bytes_on_wire']):,}"]
+               fmt_ci(r["violation_j"], ci.get("violation_j", math.nan), ".3g"),
+               fmt_ci(r["bytes_on_wire"] / 1e6, ci.get("bytes_on_wire", math.nan) / 1e6, ".1f")]
         lines.append("| " + " | ".join(row) + " |")
     seeds = first.get("seeds", [])
     lines += ["", f"Seeds {', '.join(map(str, seeds))} (n = {len(seeds)}): every cell is the mean over the seeds "
