@@ -34,7 +34,10 @@ log = logging.getLogger(__name__)
 
 PEFT_PREFIX = "base_model.model."
 _BASE_LOCK = threading.RLock()  # the cached base is shared by every trainer in the process; one adapter at a time
-_ENCODING_CACHE_SIZE = 8
+# One process may train many vehicles (the fleet: each vehicle's train and held-out split, each task's test
+# split); a cache smaller than that re-tokenises every round. Entries are small (token ids of a few hundred
+# examples).
+_ENCODING_CACHE_SIZE = 256
 
 
 class Measurement(Protocol):
@@ -193,7 +196,7 @@ class LocalTrainer:
             torch.set_num_threads(self.threads)
 
     def _encoded(self, spec: TaskSpec, examples: Sequence[Example]) -> Encoded:
-        """Tokenise once per (task type, examples); later rounds reuse the tensors (LRU of 8)."""
+        """Tokenise once per (task type, examples); later rounds reuse the tensors (LRU of 256)."""
         key = (spec.task_type, tuple(examples))
         hit = self._encodings.get(key)
         if hit is not None:

@@ -69,7 +69,7 @@ def markdown_table(results: dict[str, dict[str, Any]], base: FleetConfig) -> str
     ref = next(iter(results), "")
     head = ["policy", *[f"{t} {acc_label}" for t in tasks], f"avg {acc_label}", f"Δ avg {acc_label} vs {ref}",
             "mean round latency (s)", "energy (J)", "spend / budget", "max λ", "budget violation (J)",
-            "bytes on wire"]
+            "MB on wire"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
         ci = r.get("ci95", {})
@@ -81,7 +81,8 @@ def markdown_table(results: dict[str, dict[str, Any]], base: FleetConfig) -> str
                fmt_ci(r["energy_j"], ci.get("energy_j", math.nan), ".3g"),
                fmt_ci(r.get("spend_ratio", math.nan), ci.get("spend_ratio", math.nan), ".3f"),
                fmt_ci(r.get("lam_max", math.nan), ci.get("lam_max", math.nan), ".2f"),
-               fmt_ci(r["violation_j"], ci.get("violation_j", math.nan), ".3g"), f"{round(r['bytes_on_wire']):,}"]
+               fmt_ci(r["violation_j"], ci.get("violation_j", math.nan), ".3g"),
+               fmt_ci(r["bytes_on_wire"] / 1e6, ci.get("bytes_on_wire", math.nan) / 1e6, ".1f")]
         lines.append("| " + " | ".join(row) + " |")
     seeds = first.get("seeds", [])
     lines += ["", f"Seeds {', '.join(map(str, seeds))} (n = {len(seeds)}): every cell is the mean over the seeds "

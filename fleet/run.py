@@ -38,6 +38,9 @@ class Recorder:
                        "round": len(str(max(0, world.cfg.rounds - 1)))}
         self.records: list[dict[str, Any]] = []
         self._seen: dict[str, int] = {r.id: 0 for r in world.rsus}
+        # (rsu, task) -> (global layers, head, test size, metrics) last evaluated; the objects are kept, so an
+        # identity check tells a kept global from a new aggregate
+        self._evaluated: dict[tuple[str, str], tuple[Any, Any, int, dict[str, float]]] = {}
         self._file = open(out / "metrics.jsonl", "w")  # noqa: SIM115 - closed in close()
 
     def close(self) -> None:
@@ -59,13 +62,23 @@ class Recorder:
             metrics = {"accuracy": rec.accuracy}
         elif evaluate:
             tr = rsu.tasks[rec.task]
-            metrics = self.w.trainer.evaluate(spec, self.w.tests[rec.task], layers=tr.layers or None,
-                                              head=tr.head or None, alpha=self.w.cfg.lora_alpha)
+            test = self.w.tests[rec.task]
+            if rec.round < self.w.cfg.rounds - 1:  # the curve on a subset; the final round on the whole split
+                test = test[: self.w.cfg.curve_test_size]
+            key, held = (rsu.id, rec.task), self._evaluated.get((rsu.id, rec.task))
+            if held is not None and held[0] is tr.layers and held[1] is tr.head and held[2] == len(test):
+                metrics = dict(held[3])  # the global was kept (no aggregation): same model, same score
+            else:
+                metrics = self.w.trainer.evaluate(spec, test, layers=tr.layers or None, head=tr.head or None,
+                                                  alpha=self.w.cfg.lora_alpha)
+                metrics["test_examples"] = len(test)
+                self._evaluated[key] = (tr.layers, tr.head, len(test), dict(metrics))
         row = {
             "policy": self.w.cfg.policy, "rsu": rsu.id, "task": rec.task, "round": rec.round,
             "sim_time_s": round(self.w.clock.now(), 6),
             "accuracy": metrics.get("accuracy", math.nan), "entity_f1": metrics.get("entity_f1"),
-            "test_loss": metrics.get("loss"), "mean_vehicle_accuracy": rec.accuracy,
+            "test_loss": metrics.get("loss"), "test_examples": metrics.get("test_examples"),
+            "mean_vehicle_accuracy": rec.accuracy,
             "lam": rec.lam, "lam_announced": rec.lam_announced, "energy_j": rec.energy_j, "budget_j": rec.budget_j,
             "violation_j": rec.violation_j, "ranks": list(rec.ranks), "updates": rec.updates,
             "participants": len(rec.participants), "accepted": list(rec.accepted), "ft": dict(rec.ft),
@@ -171,7 +184,7 @@ def summarise(world: World, records: list[dict[str, Any]], finished: bool) -> di
         "per_task_accuracy": per_task, "entity_f1": per_task_f1,
         "avg_accuracy": sum(accs) / len(accs) if accs else math.nan,
         "majority_baseline": {t: majority_baseline(world.specs[t], world.tests[t]) for t in world.specs},
-        "test_examples": {t: len(world.tests[t]) for t in world.specs},  # n of each task's test split
+        "test_examples": final_test_examples(world, records),  # n behind each task's final accuracy
         "mean_round_latency_s": sum(lat) / len(lat) if lat else math.nan,
         "energy_j": sum(r["energy_j"] for r in records), "budget_j": sum(r["budget_j"] for r in records),
         "spend_ratio": _ratio(sum(r["energy_j"] for r in records), sum(r["budget_j"] for r in records)),
@@ -196,6 +209,18 @@ def _work_counts(world: World) -> dict[str, int]:
 
 def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else math.nan
+
+
+def final_test_examples(world: World, records: list[dict[str, Any]]) -> dict[str, int]:
+    """Per task, the fewest test examples behind any RSU's final accuracy (the whole split once finished)."""
+    out: dict[str, int] = {}
+    for t in world.specs:
+        last: dict[str, int] = {}
+        for r in records:
+            if r["task"] == t and r.get("test_examples"):
+                last[r["rsu"]] = r["test_examples"]
+        out[t] = min(last.values(), default=len(world.tests[t]))
+    return out
 
 
 def summary_table(summary: dict[str, Any]) -> Table:

@@ -94,4 +94,4 @@ def fmt_ci(mean: float, half: float, fmt: str = ".3f") -> str:
         return "n/a"
     if half is None or not math.isfinite(half):
         return format(mean, fmt)
-    return f"{format(mean, fmt)} ± {format(half, fmt)}"
+    return f"{format(mean, fmt)} ± {format(half, fmt.replace('+', ''))}"

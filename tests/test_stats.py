@@ -68,6 +68,7 @@ def test_test_split_standard_error() -> None:
 def test_formatting() -> None:
     assert fmt_ci(0.71234, 0.0123) == "0.712 ± 0.012"
     assert fmt_ci(0.5, math.nan) == "0.500"
+    assert fmt_ci(-0.01, 0.02, "+.3f") == "-0.010 ± 0.020"
     assert fmt_ci(math.nan, 0.1) == "n/a"
 
 

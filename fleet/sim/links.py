@@ -26,15 +26,15 @@ class ChannelRates:
 
 
 def fleet_channel(cfg: object) -> ChannelConfig:
-    """The channel a fleet config asks for: its `channel` field when that already is a `ChannelConfig`, else a
-    preset resolved by `fleet.sim.channel.channel_preset` when that exists, else the default channel."""
+    """The channel a fleet config asks for: its `channel` field (a `ChannelConfig`, or a preset name / dict of
+    constants resolved by `fleet.sim.channel.resolve_channel` where that exists), else the default channel."""
     chosen = getattr(cfg, "channel", None)
     if isinstance(chosen, ChannelConfig):
         return chosen
-    if isinstance(chosen, str):
+    if chosen is not None:
         from fleet.sim import channel as ch
 
-        resolve = getattr(ch, "channel_preset", None)
+        resolve = getattr(ch, "resolve_channel", None)
         if callable(resolve):
             resolved = resolve(chosen)
             if isinstance(resolved, ChannelConfig):
