@@ -166,8 +166,10 @@ class TaskStats(Message):
     budget_j: NonNeg  # B_m(t)
     lam: NonNeg
     violation_j: NonNeg  # cumulative
-    accuracy: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-    loss: NonNeg
+    # Mean local accuracy/loss of the updates aggregated this round; null when none was (the global stayed), so
+    # that a receiver never takes a round without updates for a measurement.
+    accuracy: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None
+    loss: NonNeg | None
     ranks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
     participants: int = Field(ge=0)
     updates: int = Field(ge=0)

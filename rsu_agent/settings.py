@@ -81,6 +81,10 @@ class RsuSettings(AgentSettings):
     join_wait_s: float = Field(
         2.0, ge=0, description="after start, how long to collect vehicle statuses before the first announcement"
     )
+    cold_start_s: float = Field(
+        120.0, ge=0, description="added to a round's deadline when a participant has not delivered to this RSU since "
+        "it (or the vehicle) last started: its first round loads the model"
+    )
 
     @model_validator(mode="after")
     def _unique_tasks(self) -> RsuSettings:

@@ -144,6 +144,17 @@ class Mosquitto:
             self._proc.wait()
         self._close_pipes()
 
+    def pause(self) -> None:
+        """SIGSTOP: a hung broker (connections stay open, nothing is answered)."""
+        if self.running:
+            assert self._proc is not None
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.running:
+            assert self._proc is not None
+            self._proc.send_signal(signal.SIGCONT)
+
     def restart(self) -> Mosquitto:
         self.stop()
         return self.start()
