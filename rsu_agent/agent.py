@@ -289,8 +289,8 @@ class RsuAgent(Agent):
                      tr.cfg.min_participants, tr.cfg.participant_retry_s)
             self._schedule_open(task, now + tr.cfg.participant_retry_s)
             return
-        cold = [v for v in parts if v not in self._delivered_at]  # first round since they or we (re)started
-        try:
+        cold = [v for v in parts if v not in self._delivered_at] if self.s.cold_start_s > 0 else []
+        try:  # a participant that has not delivered since it or we (re)started loads its model first
             ann, tensors = tr.open(parts, now, self.id, extra_s=self.s.cold_start_s if cold else 0.0)
         except OSError as exc:  # nothing opened; try again when the backoff says so
             delay = self.disk.failed(now, f"task {task}: opening round {tr.meta.next_round}", exc, stall=f"open:{task}")
