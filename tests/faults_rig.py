@@ -41,7 +41,7 @@ FAST = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.5, "ack_timeout_s": 5.0}
 class GeneratedBroker(Mosquitto):
     """Mosquitto on `fedrank broker-config --password` output, unmodified; every identity's password is `pw-ID`."""
 
-    def __init__(self, identities: list[str], rsus: list[str], clouds: list[str]) -> None:
+    def __init__(self, identities: list[str], rsus: list[str], clouds: list[str], extra: tuple[str, ...] = ()) -> None:
         d = broker_dir("fedrank-faults-")
         port = free_port()
         (d / "data").mkdir()
@@ -50,7 +50,7 @@ class GeneratedBroker(Mosquitto):
         broker_config.add_arguments(parser)
         args = parser.parse_args(["--out", str(d / "conf"), "--password", "--port", str(port), "--bind", "127.0.0.1",
                                   "--install-dir", str(d / "conf"), "--data-dir", str(d / "data"), "--rsus",
-                                  ",".join(rsus), "--cloud", ",".join(clouds), "--monitor", MONITOR])
+                                  ",".join(rsus), "--cloud", ",".join(clouds), "--monitor", MONITOR, *extra])
         assert broker_config.run(args) == 0
         passwd = d / "conf" / "passwd"
         passwd.write_text("".join(f"{i}:pw-{i}\n" for i in [*identities, MONITOR]))
@@ -223,8 +223,8 @@ class Observer:
 
 _ACCEPTED = re.compile(r"task \S+ round (\d+): accepted (\S+) ")
 _CLOSED = re.compile(r"task \S+ round (\d+) closed \((\w+)\): (\d+) updates")
-_STORAGE = re.compile(r"rejected message on \S+/vehicle/([^/]+)/update/\S+: storage")
-_LATE = re.compile(r"ignored late update on \S+/vehicle/([^/]+)/update/")
+_STORAGE = re.compile(r"storage: task \S+ round (\d+): saving (\S+)'s update failed")
+_LATE = re.compile(r"ignored late update on \S+/vehicle/([^/]+)/update/\S+: round (\d+) has closed")
 
 
 @dataclass
@@ -238,8 +238,8 @@ class Ledger:
     def parse(self) -> dict[str, Any]:
         accepted: dict[tuple[str, int], int] = {}
         closed: dict[int, tuple[str, int]] = {}
-        storage: list[str] = []
-        late: list[str] = []
+        storage: set[tuple[str, int]] = set()
+        late: set[tuple[str, int]] = set()
         for line in self.rsu_log.splitlines():
             try:
                 msg = json.loads(line)["msg"]
@@ -251,9 +251,9 @@ class Ledger:
             elif m := _CLOSED.search(msg):
                 closed[int(m.group(1))] = (m.group(2), int(m.group(3)))
             elif m := _STORAGE.search(msg):
-                storage.append(m.group(1))
+                storage.add((m.group(2), int(m.group(1))))
             elif m := _LATE.search(msg):
-                late.append(m.group(1))
+                late.add((m.group(1), int(m.group(2))))
         return {"accepted": accepted, "closed": closed, "storage": storage, "late": late}
 
     def figures(self, scenario: str, **extra: Any) -> dict[str, Any]:
@@ -265,10 +265,11 @@ class Ledger:
             "scenario": scenario,
             "updates_sent": len(self.sent),
             "updates_accepted": len(acc),
-            "updates_rejected_storage": len(p["storage"]),
-            "updates_late": len(p["late"]),  # for a round already closed: counted as late, not aggregated
+            "updates_rejected_storage": len(p["storage"] - set(acc)),
+            # for a round already closed (counted as late, not aggregated); redeliveries of accepted ones excluded
+            "updates_late": len(p["late"] - set(acc)),
             # neither aggregated nor refused with a counted reason (storage, late): lost silently
-            "updates_lost": len(self.sent - set(acc)) - len(p["storage"]) - len(p["late"]),
+            "updates_lost": len(self.sent - set(acc) - p["storage"] - p["late"]),
             "double_counted": sum(n - 1 for n in acc.values() if n > 1)
             + sum(1 for r, s in stats.items() if s.updates > len({v for v, rr in acc if rr == r})),
             "rounds_closed": len(closed),
