@@ -179,14 +179,16 @@ class CloudAgent(Agent):
         acc = self.state.acc.setdefault(task, WindowAcc())
         acc.used_j += msg.energy_j
         acc.rounds += 1
-        if acc.baseline is None:
-            acc.baseline = acc.last if acc.last is not None else msg.accuracy
-        acc.last = msg.accuracy
+        if msg.accuracy is not None:  # null: no update was aggregated, nothing was measured
+            if acc.baseline is None:
+                acc.baseline = acc.last if acc.last is not None else msg.accuracy
+            acc.last = msg.accuracy
         self._counts["stats"] += 1
         self.metrics.set_energy(task, acc.used_j, self.state.allocations.get(task))
         self._save()
-        log.info("stats %s round %d: %.1f J (%s), accuracy %.3f", key, msg.round, msg.energy_j,
-                 "measured" if msg.energy_measured else "estimated/modelled", msg.accuracy)
+        log.info("stats %s round %d: %.1f J (%s), accuracy %s", key, msg.round, msg.energy_j,
+                 "measured" if msg.energy_measured else "estimated/modelled",
+                 "none (no update)" if msg.accuracy is None else f"{msg.accuracy:.3f}")
         rounds = [self.state.acc[t].rounds for t in self.s.tasks]
         if min(rounds) >= self.q or max(rounds) >= 2 * self.q:
             self._close_window()

@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedrank.broker_bridge import bridge_lines, parse_address
 from fedrank.state import atomic_write_bytes
 from proto.errors import TopicRejected
 from proto.topics import DEFAULT_ROOT, Topics, check_id
@@ -52,6 +53,8 @@ class BrokerPlan:
     monitors: list[str] = field(default_factory=list)  # read-only identities (dashboards, operators)
     autosave_s: int = 1  # how often persistence is saved: what a broker crash (kill -9) can lose at most
     max_queued: int = 100_000  # messages kept per offline persistent session (Mosquitto's default is 1000)
+    bridge_to: str | None = None  # HOST:PORT of the cloud broker: this is the one RSU's own broker, bridged up
+    bridge_password: str | None = None  # the RSU's password upstream (password mode)
 
     @property
     def max_packet_bytes(self) -> int:
@@ -92,8 +95,7 @@ def mosquitto_conf(p: BrokerPlan) -> str:
         "log_dest stderr",
         "log_type error",
         "log_type warning",
-        "log_type notice",
-        "log_type information",
+        "log_type notice",  # connection messages are notices; `information` would add a line per autosave
         "connection_messages true",
         "",
         # Listener options must follow their `listener` line: before it they would open a default 1883 listener.
@@ -117,6 +119,7 @@ def mosquitto_conf(p: BrokerPlan) -> str:
         ]
     if p.password:
         lines += [f"password_file {p.install_dir / 'passwd'}"]
+    lines += bridge_lines(p)
     return "\n".join(lines) + "\n"
 
 
@@ -234,6 +237,16 @@ def readme(p: BrokerPlan) -> str:
             "pair (key mode 0640, group fedrank). Keep `ca.key` off the broker. Revoke by regenerating without",
             "the id (RSU/cloud) or with a CRL (`crlfile` in mosquitto.conf).",
         ]
+    if p.bridge_to:
+        text += [
+            "## Bridge",
+            f"This broker serves RSU {p.rsus[0]} and its vehicles, bridged to the cloud broker at {p.bridge_to}:",
+            "the RSU's stats and status go up, budgets come down, everything else stays here. Upstream it",
+            f"authenticates as {p.rsus[0]} (" + ("its certificate and key in the cert dir, readable by user mosquitto)"
+                                                if p.mutual_tls else "its username and password)")
+            + ", so the cloud broker's ACL must list it in `--rsus`.",
+            "",
+        ]
     if p.password:
         text += [
             "## Passwords",
@@ -255,9 +268,23 @@ def write_config(p: BrokerPlan, out_dir: Path) -> list[Path]:
     files = {"mosquitto.conf": mosquitto_conf(p), "acl": acl_file(p), "README.md": readme(p)}
     paths = []
     for name, text in files.items():
-        atomic_write_bytes(out_dir / name, text.encode(), mode=FILE_MODE)
+        secret = name == "mosquitto.conf" and p.bridge_password is not None  # holds the uplink password
+        atomic_write_bytes(out_dir / name, text.encode(), mode=0o640 if secret else FILE_MODE)
+        if secret:
+            _group_mosquitto(out_dir / name)
         paths.append(out_dir / name)
     return paths
+
+
+def _group_mosquitto(path: Path) -> None:
+    """chgrp mosquitto (for a 0640 file the broker must read), when we may and the group exists."""
+    import grp
+    import os
+
+    try:
+        os.chown(path, -1, grp.getgrnam("mosquitto").gr_gid)
+    except (KeyError, PermissionError) as exc:
+        print(f"fedrank broker-config: note: {path} is 0640; give it group mosquitto ({exc})", file=sys.stderr)
 
 
 def _ids(text: str | None, what: str) -> list[str]:
@@ -291,6 +318,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--monitor", help="comma-separated read-only identities (dashboards, operators)")
     parser.add_argument("--autosave", type=int, default=1,
                         help="seconds between persistence saves (default %(default)s)")
+    parser.add_argument("--bridge-to", metavar="HOST:PORT",
+                        help="this is the broker of the one RSU in --rsus: bridge its stats/status up to the cloud "
+                             "broker at HOST:PORT and the budgets down")
+    parser.add_argument("--bridge-password", help="the RSU's password on the cloud broker (with --password)")
     parser.add_argument("--payload-from", type=Path, nargs="+", metavar="AGENT_TOML",
                         help="agents' config files: --max-payload becomes the largest broker.max_payload_bytes")
     parser.add_argument("--max-queued", type=int, default=100_000,
@@ -336,6 +367,8 @@ def run(args: argparse.Namespace) -> int:
             monitors=_ids(args.monitor, "monitor"),
             autosave_s=args.autosave,
             max_queued=args.max_queued,
+            bridge_to=args.bridge_to,
+            bridge_password=args.bridge_password,
         )
     except TopicRejected as exc:
         log.error("broker-config: %s", exc)
@@ -348,6 +381,16 @@ def run(args: argparse.Namespace) -> int:
         print("fedrank broker-config: --autosave, --max-queued must be >= 1 and --max-payload >= 1024",
               file=sys.stderr)
         return 2
+    if plan.bridge_to is not None:
+        try:
+            parse_address(plan.bridge_to)
+        except ValueError as exc:
+            print(f"fedrank broker-config: {exc}", file=sys.stderr)
+            return 2
+        if len(plan.rsus) != 1:
+            print("fedrank broker-config: --bridge-to needs exactly one --rsus id (the RSU this broker serves)",
+                  file=sys.stderr)
+            return 2
     if plan.max_packet_bytes > MQTT_MAX_PACKET:
         print(f"fedrank broker-config: warning: --max-payload {plan.max_payload_bytes} plus headroom is above the "
               f"largest MQTT packet ({MQTT_MAX_PACKET} bytes): no broker can carry such a payload", file=sys.stderr)

@@ -71,6 +71,7 @@ def serve(role: str, settings: AgentSettings, make_agent: Callable[[Any, Any, An
 
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
+        bus.stopping()  # from now on no publish waits long for a broker that may be hung
         agent.interrupt_work()  # long work (training) stops at its next safe point
 
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -28,6 +28,26 @@ from fleet.world import POLICY_WIRING, resolve_model_dir, rsu_layout
 ROUND_TIMEOUT_S = 120.0
 
 
+class StatsRows:
+    """metrics.jsonl rows from the RSUs' stats, one per (rsu, task, round): QoS 1 delivers at least once, and a
+    broker restart or a reconnect redelivers what was not yet acknowledged."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self._seen: set[tuple[str, str, int]] = set()
+
+    def add(self, msg: Any) -> bool:
+        """Record a TaskStats; False (and nothing recorded) for one already recorded."""
+        key = (msg.sender, msg.task, msg.round)
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        self.rows.append({"rsu": msg.sender, **msg.model_dump(exclude={"v", "kind", "sender", "seq", "sent_at"}),
+                          "accuracy_source": "mean local accuracy reported by the vehicles",
+                          "energy_source": "reported by the vehicles' meters (energy_measured says if measured)"})
+        return True
+
+
 def parse_broker(url: str) -> tuple[str, int]:
     u = urlparse(url)
     if u.scheme != "mqtt" or not u.hostname:
@@ -105,18 +125,20 @@ def run_processes(cfg: FleetConfig, out: Path, broker_url: str, console: Console
     fresh_state(out)
     (out / "config.json").write_text(cfg.model_dump_json(indent=2))
     paths = write_configs(cfg, out, host, port)
-    stats: list[dict[str, Any]] = []
     observer = MqttBus(MqttOptions(host=host, port=port), f"fleet-observer-{os.getpid()}", clean_start=True)
     topics = Topics()
 
+    rows = StatsRows()
+
     def on_stats(d: Any) -> None:
         msg = decode(d.payload, TaskStats).msg
-        stats.append({"rsu": msg.sender, **msg.model_dump(exclude={"v", "kind", "sender", "seq", "sent_at"}),
-                      "accuracy_source": "mean local accuracy reported by the vehicles",
-                      "energy_source": "reported by the vehicles' meters (energy_measured says if measured)"})
-        console.print(f"{msg.sender} {msg.task} round {msg.round}: acc {msg.accuracy:.3f} λ {msg.lam:.2f} "
+        if not rows.add(msg):
+            return
+        acc = "-" if msg.accuracy is None else f"{msg.accuracy:.3f}"
+        console.print(f"{msg.sender} {msg.task} round {msg.round}: acc {acc} λ {msg.lam:.2f} "
                       f"E {msg.energy_j:.3g}/{msg.budget_j:.3g} J (measured={msg.energy_measured})", highlight=False)
 
+    stats = rows.rows
     observer.subscribe(topics.all_stats(), on_stats)
     observer.connect()
     (out / "logs").mkdir(exist_ok=True)

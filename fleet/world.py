@@ -225,7 +225,8 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
         rsus.append(RsuAgent(RsuSettings(id=rid, state_dir=state / rid, coverage=Circle(shape="circle", cx=x, cy=y,
                                                                                            radius=r),
                                          tasks=tasks, fault_tolerance=cfg.fault_tolerance, wire_dtype=cfg.wire_dtype,
-                                         status_interval_s=cfg.status_interval_s, join_wait_s=cfg.status_interval_s),
+                                         status_interval_s=cfg.status_interval_s, join_wait_s=cfg.status_interval_s,
+                                         cold_start_s=0.0),  # simulated vehicles have no model to load
                              MemoryBus(broker, rid), clock, topics, rates=ChannelRates(channel)))
     vehicles = []
     surrogate_progress: dict[str, int] = {}  # task -> samples trained by all its vehicles (surrogate only)

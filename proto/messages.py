@@ -209,8 +209,10 @@ class TaskStats(Message):
     budget_j: Joules  # B_m(t)
     lam: Lambda
     violation_j: CumulativeJoules  # cumulative
-    accuracy: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-    loss: Loss
+    # Mean local accuracy/loss of the updates aggregated this round; null when none was (the global stayed), so
+    # that a receiver never takes a round without updates for a measurement.
+    accuracy: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None
+    loss: Loss | None
     ranks: list[Rank] = Field(default_factory=list, max_length=MAX_ID_LIST)
     participants: Count
     updates: Count

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 AUTH_REFUSED = (134, 135)  # MQTT 5 CONNACK: bad user name or password, not authorized
 MAX_QUEUED = 1000  # QoS 1 messages paho keeps while offline
+SHUTDOWN_ACK_S = 1.0  # once stopping, how long a QoS 1 publish waits for its PUBACK (a hung broker cannot hold us)
 
 
 def backoff_delay(attempt: int, min_s: float, max_s: float, u: float) -> float:
@@ -84,6 +85,7 @@ class MqttBus(Bus):
         self._auth_error: AuthRejected | None = None
         self.attempts = 0  # connection attempts made (tests and metrics)
         self.rejected = 0  # received messages dropped for size or topic
+        self._ack_cap = float("inf")  # lowered by `stopping()`
         self._client = self._make_client()
 
     # -- setup ------------------------------------------------------------------------------
@@ -187,6 +189,12 @@ class MqttBus(Bus):
                 self._await_ack(ev, mid)
 
         return unsubscribe
+
+    def stopping(self, wait_s: float = SHUTDOWN_ACK_S) -> None:
+        """The owner is shutting down: from now on (waits in progress included) a QoS 1 publish waits at most
+        `wait_s` for its PUBACK, so that a hung broker (SIGSTOP, a dead link without RST) cannot delay the exit
+        by `ack_timeout_s` per message. Safe to call from a signal handler."""
+        self._ack_cap = wait_s
 
     def close(self) -> None:
         """Disconnect cleanly (reason 0: the broker discards the will); the session persists."""
@@ -348,10 +356,15 @@ class MqttBus(Bus):
             codes = self._ack_codes.pop(mid, None)
         return codes if ok else None
 
-    @staticmethod
-    def _wait_published(info: mqtt.MQTTMessageInfo, timeout: float) -> bool:
-        try:
-            info.wait_for_publish(timeout)
-        except (RuntimeError, ValueError) as exc:
-            raise BusError(f"publish failed: {exc}") from exc
+    def _wait_published(self, info: mqtt.MQTTMessageInfo, timeout: float) -> bool:
+        """Wait in short slices, so that `stopping()` shortens a wait already in progress."""
+        start = time.monotonic()
+        while not info.is_published():
+            left = start + min(timeout, self._ack_cap) - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                info.wait_for_publish(min(0.1, left))
+            except (RuntimeError, ValueError) as exc:
+                raise BusError(f"publish failed: {exc}") from exc
         return info.is_published()

@@ -208,6 +208,7 @@ class RsuAgent(Agent):
             return
         self.vehicles[msg.sender] = _Vehicle(msg, self.clock.now())
         if msg.state == "offline":
+            self._delivered_at.pop(msg.sender, None)  # back online, it loads its model again: cold
             for name, tr in self.tasks.items():
                 if tr.drop(msg.sender):
                     log.info("task %s: %s went offline; dropped from the round", name, msg.sender)
@@ -302,16 +303,18 @@ class RsuAgent(Agent):
                      tr.cfg.min_participants, tr.cfg.participant_retry_s)
             self._schedule_open(task, now + tr.cfg.participant_retry_s)
             return
-        try:
-            ann, tensors = tr.open(parts, now, self.id)
+        cold = [v for v in parts if v not in self._delivered_at] if self.s.cold_start_s > 0 else []
+        try:  # a participant that has not delivered since it or we (re)started loads its model first
+            ann, tensors = tr.open(parts, now, self.id, extra_s=self.s.cold_start_s if cold else 0.0)
         except OSError as exc:  # nothing opened; try again when the backoff says so
             delay = self.disk.failed(now, f"task {task}: opening round {tr.meta.next_round}", exc, stall=f"open:{task}")
             self._schedule_open(task, now + delay)
             return
         self.disk.ok(now, unstall=f"open:{task}")
         self._publish(self.topics.round(self.id, task), encode(ann, tensors, self.s.wire_dtype), retain=True)
-        log.info("task %s: round %d open to %s until %.1f (lam %.3f, budget %.1f J)", task, ann.round, parts,
-                 ann.deadline, ann.lam, ann.round_budget_j)
+        log.info("task %s: round %d open to %s until %.1f (lam %.3f, budget %.1f J%s)", task, ann.round, parts,
+                 ann.deadline, ann.lam, ann.round_budget_j,
+                 f"; +{self.s.cold_start_s:.0f} s for cold {cold}" if cold else "")
         self.timers.schedule(ann.deadline, lambda: self._deadline(task, ann.round))
 
     def _deadline(self, task: str, round_: int) -> None:

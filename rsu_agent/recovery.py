@@ -43,18 +43,17 @@ def close_failed(tr: TaskRounds, now: float, rsu_id: str, closed_by: str, reason
     energy = _finite_sum([c.stored.msg.report.joules for c in tr.accepted.values()])
     note = f"round failed: {reason}; updates discarded, global and lambda kept"
     last_acc = _finite_or_zero(tr.meta.last_accuracy)
-    last_loss = _finite_or_zero(tr.meta.last_loss)
     stats = TaskStats(
         sender=rsu_id, sent_at=now, seq=tr.next_seq(), task=tr.cfg.name, round=p.round, energy_j=energy,
         budget_j=p.budget_j, lam=tr.meta.lam, violation_j=tr.meta.violation_j,
-        accuracy=min(1.0, max(0.0, last_acc)), loss=min(1e6, max(0.0, last_loss)), ranks=[],
+        accuracy=None, loss=None, ranks=[],  # nothing aggregated: no measurement to report
         participants=len(p.participants), updates=0, energy_measured=False,
     )
     record = RoundRecord(
         task=tr.cfg.name, round=p.round, lam=tr.meta.lam, lam_announced=tr.meta.lam, energy_j=energy,
         budget_j=p.budget_j, violation_j=tr.meta.violation_j, ranks=[], updates=0,
         participants=list(p.participants), accepted=[], ft={}, round_latency_s=max(0.0, now - p.announced_at),
-        closed_by=f"{closed_by}:failed", accuracy=stats.accuracy, energy_measured=False, note=note,
+        closed_by=f"{closed_by}:failed", accuracy=min(1.0, max(0.0, last_acc)), energy_measured=False, note=note,
     )
     meta = tr.meta.model_copy(deep=True)
     tr._commit(meta, p.round, tr.layers, tr.head, moved=False)  # next round, pending cleared; OSError: nothing applied

@@ -163,7 +163,8 @@ class TaskRounds:
             self.meta_dirty = False
 
     # -- open -----------------------------------------------------------------------------------------
-    def open(self, participants: list[str], now: float, rsu_id: str) -> tuple[RoundAnnouncement, dict]:
+    def open(self, participants: list[str], now: float, rsu_id: str,
+             extra_s: float = 0.0) -> tuple[RoundAnnouncement, dict]:
         """Open the next round; returns the announcement header and its tensors (none while the global is 0).
 
         The open round is in memory only once it is on disk: an OSError from the write leaves everything as it was.
@@ -173,7 +174,7 @@ class TaskRounds:
         meta.seq += 1
         ann = RoundAnnouncement(
             sender=rsu_id, sent_at=now, seq=meta.seq, task=self.cfg.name, task_type=self.cfg.task_type,
-            round=meta.next_round, deadline=now + self.cfg.round_timeout_s, lam=meta.lam,
+            round=meta.next_round, deadline=now + self.cfg.round_timeout_s + extra_s, lam=meta.lam,
             round_budget_j=self.budget_j, ranks=self.cfg.ranks,
             rank=max((f.rank for f in self.layers.values()), default=0), lora_alpha=self.cfg.lora_alpha,
             layers=list(self.cfg.layers), participants=sorted(participants), aggregator=self.cfg.aggregator,
@@ -309,7 +310,8 @@ class TaskRounds:
         stats = TaskStats(
             sender=rsu_id, sent_at=now, seq=meta.seq, task=self.cfg.name, round=p.round, energy_j=energy,
             budget_j=p.budget_j, lam=meta.lam, violation_j=meta.violation_j,
-            accuracy=min(1.0, max(0.0, meta.last_accuracy or 0.0)), loss=max(0.0, meta.last_loss or 0.0),
+            accuracy=min(1.0, max(0.0, meta.last_accuracy)) if samples > 0 and not note else None,
+            loss=max(0.0, meta.last_loss) if samples > 0 and not note and meta.last_loss is not None else None,
             ranks=[r.rank for r in reports] if not note else [], participants=len(p.participants),
             updates=0 if note else len(counted),
             energy_measured=bool(reports) and all(r.energy_measured for r in reports),
@@ -319,7 +321,8 @@ class TaskRounds:
             budget_j=p.budget_j, violation_j=meta.violation_j, ranks=stats.ranks, updates=stats.updates,
             participants=list(p.participants), accepted=sorted(counted) if not note else [],
             ft={v: rec.action + (f":{rec.migrate_to}" if rec.migrate_to else "") for v, rec in p.ft.items()},
-            round_latency_s=now - p.announced_at, closed_by=closed_by, accuracy=stats.accuracy,
+            round_latency_s=now - p.announced_at, closed_by=closed_by,
+            accuracy=min(1.0, max(0.0, meta.last_accuracy or 0.0)),  # the global's latest (it stays when none came)
             energy_measured=stats.energy_measured, note=note,
         )
         self._commit(meta, p.round, layers, head, moved=not note)  # raises OSError: nothing applied

@@ -100,6 +100,10 @@ class RsuSettings(AgentSettings):
         300.0, gt=0, description="a status or update whose sent_at is further than this ahead of our clock is "
         "rejected (clock_skew): it would make later genuine statuses look old"
     )
+    cold_start_s: float = Field(
+        120.0, ge=0, description="added to a round's deadline when a participant has not delivered to this RSU since "
+        "it (or the vehicle) last started: its first round loads the model"
+    )
 
     @model_validator(mode="after")
     def _unique_tasks(self) -> RsuSettings:

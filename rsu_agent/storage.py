@@ -42,7 +42,7 @@ class StorageHealth:
         min_s, max_s: the retry backoff's first delay and cap (seconds).
     """
 
-    def __init__(self, min_s: float = 1.0, max_s: float = 30.0) -> None:
+    def __init__(self, min_s: float = 1.0, max_s: float = 8.0) -> None:
         self.min_s, self.max_s = min_s, max_s
         self.failures = 0  # consecutive failed writes
         self.total_failures = 0

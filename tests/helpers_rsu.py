@@ -35,7 +35,8 @@ def task_cfg(name: str = "t1", **kw: Any) -> RsuTaskConfig:
 
 def rsu_settings(state_dir: Path, tasks: list[RsuTaskConfig] | None = None, **kw: Any) -> RsuSettings:
     base: dict[str, Any] = {"id": RSU, "state_dir": state_dir, "coverage": Circle(cx=0, cy=0, radius=100),
-                            "tasks": tasks or [task_cfg()], "join_wait_s": 1.0, "status_interval_s": 1000.0}
+                            "tasks": tasks or [task_cfg()], "join_wait_s": 1.0, "status_interval_s": 1000.0,
+                            "cold_start_s": 0.0}  # deadlines exactly round_timeout_s (test_rsu_cold_start adds it)
     base.update(kw)
     return RsuSettings(**base)
 

@@ -77,10 +77,12 @@ class Mosquitto:
         workdir: where config, persistence and log go (a new temp dir by default, removed by `cleanup`).
         anonymous: `allow_anonymous`; False with no password file refuses everyone (CONNACK 135).
         port: the loopback port (a free one by default).
+        conf: run this configuration file as it is (e.g. `fedrank broker-config` output) instead of writing one;
+            it must listen on `port`.
     """
 
     def __init__(self, extra_conf: str = "", workdir: Path | None = None, anonymous: bool = True,
-                 port: int | None = None) -> None:
+                 port: int | None = None, conf: Path | None = None) -> None:
         self.binary = find_binary()
         self._own_dir = workdir is None
         self.dir = Path(tempfile.mkdtemp(prefix="fedrank-mosq-")) if workdir is None else workdir
@@ -101,6 +103,10 @@ class Mosquitto:
             + "\n"
         )
         give_to_broker(self.dir)  # started as root, Mosquitto drops to user `mosquitto`, as in production
+        self._stderr_log: Path | None = None
+        if conf is not None:  # it may log to stderr (the generated one does): to a file, never an unread pipe
+            self.conf = conf
+            self._stderr_log = self.dir / "mosquitto.stderr.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> Mosquitto:
@@ -108,11 +114,13 @@ class Mosquitto:
         if self.running:
             return self
         self._proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE)
+                                      stderr=subprocess.PIPE if self._stderr_log is None
+                                      else open(self._stderr_log, "ab"))  # noqa: SIM115 - the child holds it
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                err = (self._proc.stderr.read().decode(errors="replace") if self._proc.stderr
+                       else self._stderr_log.read_text(errors="replace")[-2000:] if self._stderr_log else "")
                 raise RuntimeError(f"mosquitto exited with {self._proc.returncode}: {err.strip()} ({self.log})")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
@@ -143,6 +151,17 @@ class Mosquitto:
             self._proc.kill()
             self._proc.wait()
         self._close_pipes()
+
+    def pause(self) -> None:
+        """SIGSTOP: a hung broker (connections stay open, nothing is answered)."""
+        if self.running:
+            assert self._proc is not None
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.running:
+            assert self._proc is not None
+            self._proc.send_signal(signal.SIGCONT)
 
     def restart(self) -> Mosquitto:
         self.stop()

@@ -120,7 +120,7 @@ def test_a_close_that_cannot_be_written_changes_nothing_and_goes_through_when_th
     assert tr.pending is not None and not r.agent.healthy()
     retries = disk.failed
     disk.back()
-    r.advance(260.0)  # the next retry (backoff at most 30 s) finds the disk back
+    r.advance(260.0)  # the next retry (backoff at most 8 s) finds the disk back
     stats = msgs(r, Channel.STATS, TaskStats)
     assert [(s.round, s.updates) for s in stats] == [(0, 1)]
     assert stats[0].lam > 0  # 400 J over a 100 J budget: the dual step happened once
