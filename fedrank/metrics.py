@@ -29,6 +29,8 @@ class Metrics(Protocol):
     def set_energy(self, task: str, used_j: float, budget_j: float | None = None) -> None: ...
     def rank_chosen(self, task: str, rank: int) -> None: ...
     def broker_reconnect(self) -> None: ...
+    def dropped(self, what: str, n: int = 1) -> None: ...
+    def job_failed(self, job: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -57,6 +59,12 @@ class NullMetrics:
         pass
 
     def broker_reconnect(self) -> None:
+        pass
+
+    def dropped(self, what: str, n: int = 1) -> None:
+        pass
+
+    def job_failed(self, job: str) -> None:
         pass
 
     def close(self) -> None:
@@ -94,6 +102,11 @@ class AgentMetrics:
         )
         self._ranks = Counter("fedrank_rank_chosen", "LoRA ranks chosen, by rank", ["task", "rank"], registry=r)
         self._reconnects = Counter("fedrank_broker_reconnects", "reconnections to the MQTT broker", registry=r)
+        self._dropped = Counter(
+            "fedrank_dropped", "messages or log lines dropped to bound resources (inbox_full, oversize, "
+            "log_suppressed)", ["what"], registry=r)
+        self._job_failed = Counter("fedrank_job_failures", "handler or timer runs that raised (and were survived)",
+                                   ["job"], registry=r)
         self._server: object | None = None
 
     def round_done(self, task: str) -> None:
@@ -126,6 +139,13 @@ class AgentMetrics:
 
     def broker_reconnect(self) -> None:
         self._reconnects.inc()
+
+    def dropped(self, what: str, n: int = 1) -> None:
+        if n > 0:
+            self._dropped.labels(what).inc(n)
+
+    def job_failed(self, job: str) -> None:
+        self._job_failed.labels(job).inc()
 
     def exposition(self) -> str:
         """The text a scrape of this registry returns."""

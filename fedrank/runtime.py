@@ -73,23 +73,47 @@ class Timers:
 
 
 class Inbox:
-    """The agent's event queue. Bus handlers registered through it only enqueue."""
+    """The agent's event queue. Bus handlers registered through it only enqueue.
 
-    def __init__(self) -> None:
+    Bounded: at most `max_items` deliveries and `max_bytes` of payload wait at once (None = unbounded). A
+    delivery that does not fit is dropped on arrival (tail drop) and counted in `dropped`; what already waits is
+    never discarded, so a flood costs its own messages, not the memory of the host.
+    """
+
+    def __init__(self, max_items: int | None = None, max_bytes: int | None = None) -> None:
         self._q: queue.Queue[Delivery] = queue.Queue()
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.dropped = 0  # deliveries refused because the inbox was full
+        self.peak_items = 0
 
     def subscribe(self, bus: Bus, topic_filter: str, qos: int = 1) -> Unsubscribe:
         return bus.subscribe(topic_filter, self.put, qos=qos)
 
-    def put(self, d: Delivery) -> None:
-        """Enqueue a delivery (transport threads call this, and nothing else)."""
-        self._q.put(d)
+    def put(self, d: Delivery) -> bool:
+        """Enqueue a delivery (transport threads call this, and nothing else); False when it was dropped."""
+        size = len(d.payload)
+        with self._lock:
+            n = self._q.qsize()
+            if (self.max_items is not None and n >= self.max_items) or (
+                    self.max_bytes is not None and n > 0 and self._bytes + size > self.max_bytes):
+                self.dropped += 1
+                return False
+            self._bytes += size
+            self._q.put(d)
+            self.peak_items = max(self.peak_items, n + 1)
+        return True
 
     def get(self, timeout: float | None) -> Delivery | None:
         try:
-            return self._q.get(timeout=timeout) if timeout is None or timeout > 0 else self._q.get_nowait()
+            d = self._q.get(timeout=timeout) if timeout is None or timeout > 0 else self._q.get_nowait()
         except queue.Empty:
             return None
+        with self._lock:
+            self._bytes -= len(d.payload)
+        return d
 
 
 
@@ -156,6 +180,9 @@ class Agent(ABC):
         except Exception:  # one bad event never takes the agent down
             label = name or str(getattr(fn, "__name__", fn))
             self.failures[label] += 1
+            metrics = getattr(self, "metrics", None)  # agents with metrics export the count
+            if metrics is not None:
+                metrics.job_failed(label)
             log.exception("%s: handler %s failed (%d times so far)", type(self).__name__, label, self.failures[label])
             return False
 

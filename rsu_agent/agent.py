@@ -16,7 +16,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from fedrank.metrics import Metrics, NullMetrics
-from fedrank.runtime import Agent, Clock
+from fedrank.ratelimit import RateLimitedLog
+from fedrank.runtime import Agent, Clock, Inbox
 from proto.bounds import MAX_COST, MAX_DURATION_S
 from proto.bus import Bus, BusError, Delivery, Unsubscribe, Will
 from proto.codec import WIRE_DTYPES, decode, encode
@@ -34,6 +35,7 @@ from rsu_agent.validate import UpdateRejected, validate_update
 
 log = logging.getLogger(__name__)
 
+OTHER_TASK = "_other"  # the metrics label of every task this RSU does not host
 DEFAULT_Q_TARGET = 0.5  # q* before any round has reported an accuracy (PAPER.md section 6)
 
 
@@ -62,6 +64,9 @@ class RsuAgent(Agent):
         self._history: list[RoundRecord] = []
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
+        self.inbox = Inbox(settings.inbox_max_items, settings.inbox_max_bytes)
+        self._rlog = RateLimitedLog(log, clock.now, burst=settings.log_burst)
+        self._reported = Counter()  # drops already handed to metrics (inbox, bus, log)
 
     # -- read-only views ------------------------------------------------------------------------------
     @property
@@ -70,7 +75,14 @@ class RsuAgent(Agent):
         out: dict = {k: self._counts.get(k, 0) for k in ("accepted", "held", "late", "duplicate", "handoffs")}
         out["commands"] = {k[4:]: v for k, v in self._counts.items() if k.startswith("cmd:")}
         out["rejected"] = dict(self._rejected)
+        out["dropped"] = self._drops()
+        out["vehicles"] = len(self.vehicles)
         return out
+
+    def _drops(self) -> dict[str, int]:
+        """Resources refused so far: a full inbox, oversize messages (at the transport), suppressed log lines."""
+        return {"inbox_full": self.inbox.dropped, "oversize": int(getattr(self.bus, "oversize", 0)),
+                "log_suppressed": self._rlog.suppressed}
 
     @property
     def history(self) -> tuple[RoundRecord, ...]:
@@ -93,6 +105,8 @@ class RsuAgent(Agent):
             self._unsubs.append(self.inbox.subscribe(self.bus, flt))
         self._publish_status()
         self.every(self.s.status_interval_s, self._periodic, "status", first_at=now + self.s.status_interval_s)
+        every = min(30.0, self.s.vehicle_silence_s / 2)
+        self.every(every, self._housekeeping, "housekeeping", first_at=now + every)
         for name, tr in self.tasks.items():
             if tr.pending is not None:  # resumed after a restart: same announcement, same deadline
                 ann, tensors = tr.announcement()
@@ -114,6 +128,19 @@ class RsuAgent(Agent):
     def _periodic(self) -> None:
         """Every `status_interval_s` (runs again even when it fails): status."""
         self._publish_status()
+
+    def _housekeeping(self) -> None:
+        """Evict vehicles silent past `vehicle_silence_s` and hand new drop counts to metrics."""
+        now = self.clock.now()
+        silent = [vid for vid, v in self.vehicles.items() if now - v.seen_at > self.s.vehicle_silence_s]
+        for vid in silent:
+            del self.vehicles[vid]
+            self._delivered_at.pop(vid, None)
+        if silent:
+            log.info("evicted %d vehicles silent for more than %.0f s", len(silent), self.s.vehicle_silence_s)
+        for what, n in self._drops().items():
+            self.metrics.dropped(what, n - self._reported[what])
+            self._reported[what] = n
 
     def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         try:
@@ -158,10 +185,10 @@ class RsuAgent(Agent):
             log.info("ignored %s update on %s: %s", reason, topic, detail)
             return
         self._rejected[reason] += 1
-        log.warning("rejected message on %s: %s (%s)", topic, reason, detail,
-                    extra={"topic": topic, "reason": reason})
-        if task is not None:
-            self.metrics.update_rejected(task, reason)
+        self._rlog(reason, logging.WARNING, "rejected message on %s: %s (%s)", topic[:200], reason, detail[:300],
+                   extra={"topic": topic[:200], "reason": reason})
+        if task is not None:  # labels only from configured tasks: a topic cannot create series
+            self.metrics.update_rejected(task if task in self.tasks else OTHER_TASK, reason)
         else:
             self.metrics.message_rejected(reason)
 
@@ -182,7 +209,13 @@ class RsuAgent(Agent):
         # the time the vehicle connected, which is older than every status the vehicle sent since.
         if old is not None and msg.sent_at < old.status.sent_at and msg.state != "offline":
             return
-        self.vehicles[msg.sender] = _Vehicle(msg, self.clock.now())
+        if msg.state == "online" and not set(msg.tasks) & self.tasks.keys():
+            self.vehicles.pop(msg.sender, None)  # nothing for us: not tracked (and bogus task names cost nothing)
+            return
+        if old is None and msg.state == "online" and len(self.vehicles) >= self.s.max_vehicles:
+            raise UpdateRejected("too_many_vehicles", f"already tracking {len(self.vehicles)} vehicles")
+        if old is not None or msg.state == "online":  # an offline vehicle we never tracked is not added
+            self.vehicles[msg.sender] = _Vehicle(msg, self.clock.now())
         if msg.state == "offline":
             for name, tr in self.tasks.items():
                 if tr.drop(msg.sender):
