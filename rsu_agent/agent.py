@@ -25,6 +25,7 @@ from proto.errors import WireError
 from proto.messages import AgentStatus, FaultCommand, Handoff, Message, TaskBudget, VehicleUpdate
 from proto.topics import Channel, Role, Topics
 from rsu_agent.fault_tolerance import Candidate, decide, needs_decision
+from rsu_agent.notices import Notices
 from rsu_agent.precheck import precheck_update
 from rsu_agent.recovery import close_or_fail
 from rsu_agent.robust import admit_numerically
@@ -66,6 +67,7 @@ class RsuAgent(Agent):
         self._rejected: Counter[str] = Counter()
         self.inbox = Inbox(settings.inbox_max_items, settings.inbox_max_bytes)
         self._rlog = RateLimitedLog(log, clock.now, burst=settings.log_burst)
+        self._notices = Notices(self.id, self.topics, clock.now, lambda t, p: self._publish(t, p))
         self._reported = Counter()  # drops already handed to metrics (inbox, bus, log)
 
     # -- read-only views ------------------------------------------------------------------------------
@@ -77,6 +79,7 @@ class RsuAgent(Agent):
         out["rejected"] = dict(self._rejected)
         out["dropped"] = self._drops()
         out["vehicles"] = len(self.vehicles)
+        out["notices"] = self._notices.sent
         return out
 
     def _drops(self) -> dict[str, int]:
@@ -151,9 +154,12 @@ class RsuAgent(Agent):
     # -- inbox ----------------------------------------------------------------------------------------
     def on_delivery(self, d: Delivery) -> None:
         task = None
+        vehicle = about = None
         try:
             info = self.topics.parse(d.topic)
             task = info.task if info.channel is Channel.UPDATE else None
+            if info.role is Role.VEHICLE and info.channel in (Channel.UPDATE, Channel.STATUS):
+                vehicle, about = info.sender, info.channel.value
             if info.channel is Channel.STATUS:
                 self._on_status(self._decode(d, AgentStatus, info.sender))
             elif info.channel is Channel.BUDGET:
@@ -164,6 +170,8 @@ class RsuAgent(Agent):
                 raise UpdateRejected("unexpected_topic", d.topic)
         except WireError as exc:
             self._refuse(d.topic, exc.reason, exc.detail, task)
+            if vehicle is not None and about is not None:  # tell the vehicle why (rate-limited)
+                self._notices.refused(vehicle, exc.reason, about, task, exc.detail)
 
     def _decode(self, d: Delivery, cls: type[Message], sender: str) -> Message:
         msg = decode(d.payload, cls, self.s.broker.max_payload_bytes).msg

@@ -144,13 +144,15 @@ class TaskRounds:
     # -- open -----------------------------------------------------------------------------------------
     def open(self, participants: list[str], now: float, rsu_id: str) -> tuple[RoundAnnouncement, dict]:
         """Open the next round; returns the announcement header and its tensors (none while the global is 0)."""
-        tensors = pack_factored(self.layers, self.head) if self.layers else {}
+        tensors = self._wire_tensors()
+        head = self.expected_head()
         ann = RoundAnnouncement(
             sender=rsu_id, sent_at=now, seq=self.next_seq(), task=self.cfg.name, task_type=self.cfg.task_type,
             round=self.meta.next_round, deadline=now + self.cfg.round_timeout_s, lam=self.meta.lam,
             round_budget_j=self.budget_j, ranks=self.cfg.ranks,
             rank=max((f.rank for f in self.layers.values()), default=0), lora_alpha=self.cfg.lora_alpha,
             layers=list(self.cfg.layers), participants=sorted(participants), aggregator=self.cfg.aggregator,
+            dims=dict(self.cfg.layers), head={f"head.{k}": list(v) for k, v in (head or {}).items()},
         )
         self.meta.pending = PendingRound(
             round=ann.round, announced_at=now, deadline=ann.deadline, participants=ann.participants,
@@ -165,7 +167,15 @@ class TaskRounds:
         """The open round's announcement again (a restart republishes it unchanged)."""
         assert self.pending is not None
         ann = RoundAnnouncement.model_validate_json(self.pending.announcement)
-        return ann, (pack_factored(self.layers, self.head) if self.layers else {})
+        return ann, self._wire_tensors()
+
+    def _wire_tensors(self) -> dict[str, torch.Tensor]:
+        """The announcement's tensors. Rank 0 has one encoding: no `{layer}.U/S/Vt` at all (a global that
+        aggregated to rank 0 is announced like round 0), only the `head.*` tensors when a head exists."""
+        tensors = pack_factored(self.layers, self.head) if self.layers else {}
+        if max((f.rank for f in self.layers.values()), default=0) == 0:
+            tensors = {k: v for k, v in tensors.items() if k.startswith("head.")}
+        return tensors
 
     # -- updates --------------------------------------------------------------------------------------
     def admit(self, sender: str, msg: VehicleUpdate) -> tuple[str, bool]:
