@@ -108,7 +108,7 @@ class RsuAgent(Agent):
             self._unsubs.append(self.inbox.subscribe(self.bus, flt))
         self._publish_status()
         self.every(self.s.status_interval_s, self._periodic, "status", first_at=now + self.s.status_interval_s)
-        every = min(30.0, self.s.vehicle_silence_s / 2)
+        every = min(10.0, self.s.vehicle_silence_s / 2)
         self.every(every, self._housekeeping, "housekeeping", first_at=now + every)
         for name, tr in self.tasks.items():
             if tr.pending is not None:  # resumed after a restart: same announcement, same deadline
