@@ -271,7 +271,9 @@ def main() -> int:
     args = ap.parse_args()
     rng = random.Random(args.seed)
     try:
-        broker = Mosquitto().start()
+        # No per-client queue cap at the broker: every hostile message reaches the RSU's transport (what the
+        # RSU does with a flood is what is measured, not Mosquitto's own drop policy).
+        broker = Mosquitto(extra_conf="max_queued_messages 0\n").start()
     except MosquittoUnavailable as exc:
         print(f"skipped: {exc}")
         return 0
@@ -350,6 +352,8 @@ def main() -> int:
             "rounds_closed_after": len(after), "rounds_with_legit_update_after": sum(1 for s in after if s[2] > 0),
             "idle_rss_mb": round(idle_kb / 1024, 1), "peak_rss_mb": round(peak["kb"] / 1024, 1),
             "peak_over_idle": round(peak["kb"] / idle_kb, 2),
+            "delivered_to_rsu": int(total(final, "fedrank_messages_received_total")
+                                    - total(before, "fedrank_messages_received_total")),
             "rejected": int(rejected), "dropped": dropped,
             "log_bytes": log_bytes, "log_bytes_per_rejection": round(log_bytes / max(1.0, rejected), 2),
             "prometheus_series": sum(1 for ln in final.splitlines() if ln and not ln.startswith("#")),

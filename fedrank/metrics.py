@@ -30,6 +30,7 @@ class Metrics(Protocol):
     def rank_chosen(self, task: str, rank: int) -> None: ...
     def broker_reconnect(self) -> None: ...
     def dropped(self, what: str, n: int = 1) -> None: ...
+    def received(self, n: int = 1) -> None: ...
     def job_failed(self, job: str) -> None: ...
     def close(self) -> None: ...
 
@@ -62,6 +63,9 @@ class NullMetrics:
         pass
 
     def dropped(self, what: str, n: int = 1) -> None:
+        pass
+
+    def received(self, n: int = 1) -> None:
         pass
 
     def job_failed(self, job: str) -> None:
@@ -105,6 +109,8 @@ class AgentMetrics:
         self._dropped = Counter(
             "fedrank_dropped", "messages or log lines dropped to bound resources (inbox_full, oversize, "
             "log_suppressed)", ["what"], registry=r)
+        self._received = Counter("fedrank_messages_received", "deliveries offered to the agent's inbox",
+                                 registry=r)
         self._job_failed = Counter("fedrank_job_failures", "handler or timer runs that raised (and were survived)",
                                    ["job"], registry=r)
         self._server: object | None = None
@@ -146,6 +152,10 @@ class AgentMetrics:
 
     def job_failed(self, job: str) -> None:
         self._job_failed.labels(job).inc()
+
+    def received(self, n: int = 1) -> None:
+        if n > 0:
+            self._received.inc(n)
 
     def exposition(self) -> str:
         """The text a scrape of this registry returns."""

@@ -77,15 +77,20 @@ class Inbox:
 
     Bounded: at most `max_items` deliveries and `max_bytes` of payload wait at once (None = unbounded). A
     delivery that does not fit is dropped on arrival (tail drop) and counted in `dropped`; what already waits is
-    never discarded, so a flood costs its own messages, not the memory of the host.
+    never discarded, so a flood costs its own messages, not the memory of the host. `priority(d)` (called on the
+    transport thread; it must be cheap and thread-safe) marks deliveries that may use a reserve of as much again
+    (e.g. updates from the participants of an open round), so a flood of strangers cannot crowd them out.
     """
 
-    def __init__(self, max_items: int | None = None, max_bytes: int | None = None) -> None:
+    def __init__(self, max_items: int | None = None, max_bytes: int | None = None,
+                 priority: Callable[[Delivery], bool] | None = None) -> None:
         self._q: queue.Queue[Delivery] = queue.Queue()
         self.max_items = max_items
         self.max_bytes = max_bytes
+        self.priority = priority
         self._bytes = 0
         self._lock = threading.Lock()
+        self.received = 0  # deliveries offered to the inbox
         self.dropped = 0  # deliveries refused because the inbox was full
         self.peak_items = 0
 
@@ -96,15 +101,21 @@ class Inbox:
         """Enqueue a delivery (transport threads call this, and nothing else); False when it was dropped."""
         size = len(d.payload)
         with self._lock:
+            self.received += 1
             n = self._q.qsize()
-            if (self.max_items is not None and n >= self.max_items) or (
-                    self.max_bytes is not None and n > 0 and self._bytes + size > self.max_bytes):
+            if self._full(n, size, 1) and not (self.priority is not None and not self._full(n, size, 2)
+                                               and self.priority(d)):
                 self.dropped += 1
                 return False
             self._bytes += size
             self._q.put(d)
             self.peak_items = max(self.peak_items, n + 1)
         return True
+
+    def _full(self, n: int, size: int, factor: int) -> bool:
+        if self.max_items is not None and n >= factor * self.max_items:
+            return True
+        return self.max_bytes is not None and n > 0 and self._bytes + size > factor * self.max_bytes
 
     def get(self, timeout: float | None) -> Delivery | None:
         try:

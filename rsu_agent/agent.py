@@ -65,7 +65,8 @@ class RsuAgent(Agent):
         self._history: list[RoundRecord] = []
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
-        self.inbox = Inbox(settings.inbox_max_items, settings.inbox_max_bytes)
+        self._expected: frozenset[str] = frozenset()  # topics of updates open rounds wait for (read by transport)
+        self.inbox = Inbox(settings.inbox_max_items, settings.inbox_max_bytes, priority=self._awaited)
         self._rlog = RateLimitedLog(log, clock.now, burst=settings.log_burst)
         self._notices = Notices(self.id, self.topics, clock.now, lambda t, p: self._publish(t, p))
         self._reported = Counter()  # drops already handed to metrics (inbox, bus, log)
@@ -117,6 +118,7 @@ class RsuAgent(Agent):
                 self.timers.schedule(max(now, tr.pending.deadline), lambda n=name, r=ann.round: self._deadline(n, r))
             else:
                 self._schedule_open(name, now + self.s.join_wait_s)
+        self._refresh_expected()
 
     def stop(self) -> None:
         for unsub in self._unsubs:
@@ -132,6 +134,21 @@ class RsuAgent(Agent):
         """Every `status_interval_s` (runs again even when it fails): status."""
         self._publish_status()
 
+    def _awaited(self, d: Delivery) -> bool:
+        """Transport thread: is this an update some open round waits for? (gets the inbox's reserve)"""
+        return d.topic in self._expected
+
+    def _refresh_expected(self) -> None:
+        """Recompute the update topics open rounds wait for (participants and migration targets)."""
+        topics = set()
+        for name, tr in self.tasks.items():
+            p = tr.pending
+            if p is None:
+                continue
+            for v in list(p.participants) + [r.migrate_to for r in p.ft.values() if r.migrate_to]:
+                topics.add(self.topics.update(v, self.id, name))
+        self._expected = frozenset(topics)  # one reference swap: the transport thread sees old or new, both whole
+
     def _housekeeping(self) -> None:
         """Evict vehicles silent past `vehicle_silence_s` and hand new drop counts to metrics."""
         now = self.clock.now()
@@ -144,6 +161,9 @@ class RsuAgent(Agent):
         for what, n in self._drops().items():
             self.metrics.dropped(what, n - self._reported[what])
             self._reported[what] = n
+        self.metrics.received(self.inbox.received - self._reported["received"])
+        self._reported["received"] = self.inbox.received
+        self._refresh_expected()
 
     def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         try:
@@ -318,6 +338,7 @@ class RsuAgent(Agent):
         log.info("task %s: round %d open to %s until %.1f (lam %.3f, budget %.1f J)", task, ann.round, parts,
                  ann.deadline, ann.lam, ann.round_budget_j)
         self.timers.schedule(ann.deadline, lambda: self._deadline(task, ann.round))
+        self._refresh_expected()
 
     def _deadline(self, task: str, round_: int) -> None:
         tr = self.tasks[task]
@@ -345,6 +366,7 @@ class RsuAgent(Agent):
             self.timers.schedule(self.clock.now() + tr.cfg.participant_retry_s, lambda: self._deadline(task, round_))
             return
         self._history.append(record)
+        self._refresh_expected()
         self._publish(self.topics.stats(self.id, task), encode(stats))
         self.metrics.round_done(task)
         self.metrics.set_lambda(task, record.lam)
@@ -412,6 +434,7 @@ class RsuAgent(Agent):
                        exit_in_s=min(exit_in, MAX_DURATION_S) if math.isfinite(exit_in) else 0.0,
                        decided_at=self.clock.now())
         tr.record_ft(vid, rec)
+        self._refresh_expected()
         cmd = FaultCommand(sender=self.id, sent_at=self.clock.now(), seq=tr.next_seq(), task=task, round=p.round,
                            vehicle=vid, action=action, migrate_to=rec.migrate_to, costs=costs, exit_in_s=rec.exit_in_s)
         self._publish(self.topics.command(self.id, vid), encode(cmd))

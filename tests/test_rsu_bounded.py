@@ -93,3 +93,18 @@ def test_silent_vehicles_are_evicted_and_the_table_is_capped(tmp_path):
     assert set(rig.agent.vehicles) == {"v1"}
     rig.vehicle("v4", x=10.0, sent_at=31.0)
     assert set(rig.agent.vehicles) == {"v1", "v4"}
+
+
+def test_a_full_inbox_still_takes_the_updates_an_open_round_waits_for(tmp_path):
+    rig = Rig(tmp_path, rsu_settings(tmp_path, inbox_max_items=5))
+    rig.vehicle("v1", x=10.0)
+    rig.advance(1.0)
+    seen = rig.agent.inbox.received
+    for i in range(20):  # a flood from strangers fills the inbox while the agent is busy
+        rig.pub.publish(TOPICS.update(f"mal{i}", RSU, "t1"), os.urandom(64), qos=1)
+    u = make_update("v1", 0)
+    rig.pub.publish(u.topic, u.payload, qos=1)
+    assert rig.agent.inbox.dropped == 15 and rig.agent.inbox.received - seen == 21
+    rig.agent.pump()
+    assert rig.agent.history[-1].accepted == ["v1"]
+    assert rig.agent.counters["dropped"]["inbox_full"] == 15
