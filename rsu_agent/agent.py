@@ -68,7 +68,7 @@ class RsuAgent(Agent):
         self._expected: frozenset[str] = frozenset()  # topics of updates open rounds wait for (read by transport)
         self.inbox = Inbox(settings.inbox_max_items, settings.inbox_max_bytes, priority=self._awaited)
         self._rlog = RateLimitedLog(log, clock.now, burst=settings.log_burst)
-        self._notices = Notices(self.id, self.topics, clock.now, lambda t, p: self._publish(t, p))
+        self._notices = Notices(self.id, self.topics, clock.now, self._publish_notice)
         self._reported = Counter()  # drops already handed to metrics (inbox, bus, log)
 
     # -- read-only views ------------------------------------------------------------------------------
@@ -164,6 +164,13 @@ class RsuAgent(Agent):
         self.metrics.received(self.inbox.received - self._reported["received"])
         self._reported["received"] = self.inbox.received
         self._refresh_expected()
+
+    def _publish_notice(self, topic: str, payload: bytes) -> None:
+        """QoS 0: a notice is best-effort and must never make the agent wait for a PUBACK in a flood."""
+        try:
+            self.bus.publish(topic, payload, qos=0)
+        except BusError as exc:
+            log.debug("notice on %s not sent: %s", topic, exc)
 
     def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         try:
