@@ -309,16 +309,13 @@ def main() -> int:
         threading.Thread(target=sample, daemon=True).start()
         t_storm = time.monotonic()
         sent = storm(broker.port, pool, args.messages, args.max_seconds, rng, legit, args.oversize)
-        # the daemon may still be working through its inbox: wait until its rejection count settles
-        settle_end = time.monotonic() + 120
-        last = -1.0
-        while time.monotonic() < settle_end:
-            time.sleep(2.0)
-            now_rej = total(scrape(mport), "fedrank_updates_rejected_total") + total(
-                scrape(mport), "fedrank_messages_rejected_total")
-            if now_rej == last:
-                break
-            last = now_rej
+        # the daemon may still be working through its inbox (and the broker through its queue to the daemon):
+        # the storm is over when the inbox has stayed empty for two scrapes in a row
+        settle_end = time.monotonic() + 180
+        empty = 0
+        while time.monotonic() < settle_end and empty < 2:
+            time.sleep(1.0)
+            empty = empty + 1 if total(scrape(mport), "fedrank_inbox_depth") == 0 else 0
         t_drained = time.monotonic()
         during = [s for s in legit.stats if t_storm <= s[0] <= t_drained]
         after_start = time.monotonic()

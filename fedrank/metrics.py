@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
@@ -31,6 +32,7 @@ class Metrics(Protocol):
     def broker_reconnect(self) -> None: ...
     def dropped(self, what: str, n: int = 1) -> None: ...
     def received(self, n: int = 1) -> None: ...
+    def watch_inbox(self, depth: Callable[[], float]) -> None: ...
     def job_failed(self, job: str) -> None: ...
     def close(self) -> None: ...
 
@@ -66,6 +68,9 @@ class NullMetrics:
         pass
 
     def received(self, n: int = 1) -> None:
+        pass
+
+    def watch_inbox(self, depth: Callable[[], float]) -> None:
         pass
 
     def job_failed(self, job: str) -> None:
@@ -111,6 +116,7 @@ class AgentMetrics:
             "log_suppressed)", ["what"], registry=r)
         self._received = Counter("fedrank_messages_received", "deliveries offered to the agent's inbox",
                                  registry=r)
+        self._depth = Gauge("fedrank_inbox_depth", "deliveries waiting for the agent", registry=r)
         self._job_failed = Counter("fedrank_job_failures", "handler or timer runs that raised (and were survived)",
                                    ["job"], registry=r)
         self._server: object | None = None
@@ -156,6 +162,10 @@ class AgentMetrics:
     def received(self, n: int = 1) -> None:
         if n > 0:
             self._received.inc(n)
+
+    def watch_inbox(self, depth: Callable[[], float]) -> None:
+        """Export the inbox's current depth, read at each scrape."""
+        self._depth.set_function(depth)
 
     def exposition(self) -> str:
         """The text a scrape of this registry returns."""

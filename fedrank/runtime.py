@@ -114,6 +114,10 @@ class Inbox:
             self._cv.notify()
         return True
 
+    def depth(self) -> int:
+        """Deliveries waiting now (any thread; a snapshot)."""
+        return len(self._hi) + len(self._lo)
+
     def _full(self, n: int, size: int, factor: int) -> bool:
         if self.max_items is not None and n >= factor * self.max_items:
             return True

@@ -67,6 +67,7 @@ class RsuAgent(Agent):
         self._rejected: Counter[str] = Counter()
         self._expected: frozenset[str] = frozenset()  # topics of updates open rounds wait for (read by transport)
         self.inbox = Inbox(settings.inbox_max_items, settings.inbox_max_bytes, priority=self._awaited)
+        self.metrics.watch_inbox(self.inbox.depth)
         self._rlog = RateLimitedLog(log, clock.now, burst=settings.log_burst)
         self._notices = Notices(self.id, self.topics, clock.now, self._publish_notice)
         self._reported = Counter()  # drops already handed to metrics (inbox, bus, log)
@@ -217,7 +218,7 @@ class RsuAgent(Agent):
     def _refuse(self, topic: str, reason: str, detail: str, task: str | None) -> None:
         if reason in ("late", "duplicate"):
             self._counts[reason] += 1
-            log.info("ignored %s update on %s: %s", reason, topic, detail)
+            self._rlog(reason, logging.INFO, "ignored %s update on %s: %s", reason, topic[:200], detail[:300])
             return
         self._rejected[reason] += 1
         self._rlog(reason, logging.WARNING, "rejected message on %s: %s (%s)", topic[:200], reason, detail[:300],
