@@ -25,6 +25,7 @@ from proto.errors import WireError
 from proto.messages import AgentStatus, FaultCommand, Handoff, Message, TaskBudget, VehicleUpdate
 from proto.topics import Channel, Role, Topics
 from rsu_agent.fault_tolerance import Candidate, decide, needs_decision
+from rsu_agent.guard import GuardMixin
 from rsu_agent.notices import Notices
 from rsu_agent.precheck import precheck_update
 from rsu_agent.recovery import close_or_fail
@@ -36,7 +37,6 @@ from rsu_agent.validate import UpdateRejected, validate_update
 
 log = logging.getLogger(__name__)
 
-OTHER_TASK = "_other"  # the metrics label of every task this RSU does not host
 DEFAULT_Q_TARGET = 0.5  # q* before any round has reported an accuracy (PAPER.md section 6)
 
 
@@ -46,7 +46,7 @@ class _Vehicle:
     seen_at: float  # our clock when the status arrived
 
 
-class RsuAgent(Agent):
+class RsuAgent(GuardMixin, Agent):
     """Runs rounds for the tasks in `settings.tasks`; see the module docstring for who takes part."""
 
     def __init__(self, settings: RsuSettings, bus: Bus, clock: Clock, topics: Topics | None = None,
@@ -83,11 +83,6 @@ class RsuAgent(Agent):
         out["vehicles"] = len(self.vehicles)
         out["notices"] = self._notices.sent
         return out
-
-    def _drops(self) -> dict[str, int]:
-        """Resources refused so far: a full inbox, oversize messages (at the transport), suppressed log lines."""
-        return {"inbox_full": self.inbox.dropped, "oversize": int(getattr(self.bus, "oversize", 0)),
-                "log_suppressed": self._rlog.suppressed}
 
     @property
     def history(self) -> tuple[RoundRecord, ...]:
@@ -135,44 +130,6 @@ class RsuAgent(Agent):
         """Every `status_interval_s` (runs again even when it fails): status."""
         self._publish_status()
 
-    def _awaited(self, d: Delivery) -> bool:
-        """Transport thread: is this an update some open round waits for? (gets the inbox's reserve)"""
-        return d.topic in self._expected
-
-    def _refresh_expected(self) -> None:
-        """Recompute the update topics open rounds wait for (participants and migration targets)."""
-        topics = set()
-        for name, tr in self.tasks.items():
-            p = tr.pending
-            if p is None:
-                continue
-            for v in list(p.participants) + [r.migrate_to for r in p.ft.values() if r.migrate_to]:
-                topics.add(self.topics.update(v, self.id, name))
-        self._expected = frozenset(topics)  # one reference swap: the transport thread sees old or new, both whole
-
-    def _housekeeping(self) -> None:
-        """Evict vehicles silent past `vehicle_silence_s` and hand new drop counts to metrics."""
-        now = self.clock.now()
-        silent = [vid for vid, v in self.vehicles.items() if now - v.seen_at > self.s.vehicle_silence_s]
-        for vid in silent:
-            del self.vehicles[vid]
-            self._delivered_at.pop(vid, None)
-        if silent:
-            log.info("evicted %d vehicles silent for more than %.0f s", len(silent), self.s.vehicle_silence_s)
-        for what, n in self._drops().items():
-            self.metrics.dropped(what, n - self._reported[what])
-            self._reported[what] = n
-        self.metrics.received(self.inbox.received - self._reported["received"])
-        self._reported["received"] = self.inbox.received
-        self._refresh_expected()
-
-    def _publish_notice(self, topic: str, payload: bytes) -> None:
-        """QoS 0: a notice is best-effort and must never make the agent wait for a PUBACK in a flood."""
-        try:
-            self.bus.publish(topic, payload, qos=0)
-        except BusError as exc:
-            log.debug("notice on %s not sent: %s", topic, exc)
-
     def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         try:
             self.bus.publish(topic, payload, qos=1, retain=retain)
@@ -207,26 +164,6 @@ class RsuAgent(Agent):
             raise UpdateRejected("sender_mismatch", f"payload sender {msg.sender} on {sender}'s topic")
         self._check_clock(msg)
         return msg
-
-    def _check_clock(self, msg: Message) -> None:
-        """A sent_at far ahead of our clock would make every later genuine message look old: refuse it."""
-        ahead = msg.sent_at - self.clock.now()
-        if ahead > self.s.max_clock_skew_s:
-            raise UpdateRejected("clock_skew", f"sent_at {msg.sent_at:.3f} is {ahead:.0f} s ahead of our clock "
-                                 f"(limit {self.s.max_clock_skew_s:.0f} s)")
-
-    def _refuse(self, topic: str, reason: str, detail: str, task: str | None) -> None:
-        if reason in ("late", "duplicate"):
-            self._counts[reason] += 1
-            self._rlog(reason, logging.INFO, "ignored %s update on %s: %s", reason, topic[:200], detail[:300])
-            return
-        self._rejected[reason] += 1
-        self._rlog(reason, logging.WARNING, "rejected message on %s: %s (%s)", topic[:200], reason, detail[:300],
-                   extra={"topic": topic[:200], "reason": reason})
-        if task is not None:  # labels only from configured tasks: a topic cannot create series
-            self.metrics.update_rejected(task if task in self.tasks else OTHER_TASK, reason)
-        else:
-            self.metrics.message_rejected(reason)
 
     def _on_budget(self, msg: Message) -> None:
         assert isinstance(msg, TaskBudget)
