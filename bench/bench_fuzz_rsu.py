@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))  # for tests/mosquitto.py
 import paho.mqtt.client as mqtt  # noqa: E402
 import torch  # noqa: E402
 
+from proto import SCHEMA_VERSION  # noqa: E402
 from proto.adapter import LoraFactors, pack_lora  # noqa: E402
 from proto.codec import META_KEY, decode, encode  # noqa: E402
 from proto.messages import (  # noqa: E402
@@ -154,7 +155,7 @@ def hostile_pool(rng: random.Random) -> list[tuple[str, str, bytes]]:
         pool.append(("status_future", *status(v, sent_at=time.time() + 1e7)))
         pool.append(("status_bogus_tasks", *status(f"fake{i}", tasks=[f"bogus{i}"])))
         pool.append(("budget_invalid", T.budget("cloud-x", TASK), json.dumps(
-            {"kind": "budget", "v": 1, "sender": "cloud-x", "task": TASK, "round": 1, "window_rounds": 1,
+            {"kind": "budget", "v": SCHEMA_VERSION, "sender": "cloud-x", "task": TASK, "round": 1, "window_rounds": 1,
              "window_budget_j": 1e300, "round_budget_j": -1}).encode()))
         pool.append(("bad_json", T.status(Role.VEHICLE, v), b"{" * rng.randint(1, 5000)))
     return pool

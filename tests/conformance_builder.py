@@ -28,6 +28,11 @@ def schema(kind: str) -> dict:
     return json.loads((SCHEMA_DIR / f"{kind}.schema.json").read_text())
 
 
+def version() -> int:
+    """The schema version, as the schemas pin it (`v` is a required constant)."""
+    return int(schema("update")["properties"]["v"]["const"])
+
+
 def validated(obj: dict) -> dict:
     """`obj` checked against its kind's schema (raises jsonschema.ValidationError)."""
     jsonschema.validate(obj, schema(obj["kind"]), cls=jsonschema.Draft202012Validator)
@@ -35,7 +40,7 @@ def validated(obj: dict) -> dict:
 
 
 def status_payload(vehicle: str, x: float, y: float, task: str, now: float) -> tuple[str, bytes]:
-    obj = {"kind": "status", "v": 1, "sender": vehicle, "sent_at": now, "seq": 1, "role": "vehicle",
+    obj = {"kind": "status", "v": version(), "sender": vehicle, "sent_at": now, "seq": 1, "role": "vehicle",
            "state": "online", "tasks": [task], "position": {"x": x, "y": y}, "velocity": {"vx": 0.0, "vy": 0.0}}
     return f"{ROOT}/status/vehicle/{vehicle}", json.dumps(validated(obj)).encode()
 
@@ -59,7 +64,7 @@ def update_payload(vehicle: str, announcement: dict, rank: int, now: float, seed
     for name, shape in head.items():
         tensors[name] = (rng.standard_normal(shape) * 0.05).astype(np.float32)
     header: dict[str, Any] = {
-        "kind": "update", "v": 1, "sender": vehicle, "sent_at": now, "seq": 2,
+        "kind": "update", "v": version(), "sender": vehicle, "sent_at": now, "seq": 2,
         "task": announcement["task"], "round": announcement["round"], "rsu": announcement["sender"],
         "lora_alpha": announcement["lora_alpha"],
         "report": {"rank": rank, "samples": 64, "joules": 12.5, "energy_source": "vendor-meter",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from proto import SCHEMA_VERSION
 from proto.messages import ALL_MESSAGES, Message
 from proto.schema_export import COMMITTED_DIR, schemas, write
 
@@ -79,12 +80,12 @@ def test_each_schema_stands_alone(cls: type[Message]) -> None:
     schema = json.loads((COMMITTED_DIR / f"{cls.KIND}.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert schema["$id"] == f"urn:fedrank:proto:v1:{cls.KIND}"
+    assert schema["$id"] == f"urn:fedrank:proto:v{SCHEMA_VERSION}:{cls.KIND}"
     assert {"kind", "v"} <= set(schema["required"])
     assert ("tensors" in schema["required"]) == cls.HAS_TENSORS
     v = jsonschema.Draft202012Validator(schema)
     assert not v.is_valid({"kind": cls.KIND, "sender": "a"})  # no v
-    assert not v.is_valid({"kind": cls.KIND, "v": 2, "sender": "a"})
+    assert not v.is_valid({"kind": cls.KIND, "v": SCHEMA_VERSION + 1, "sender": "a"})
 
 
 def test_a_message_the_models_build_is_valid_against_its_schema() -> None:
