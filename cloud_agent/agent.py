@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 from cloud_agent.settings import CloudSettings
 from cloud_agent.tri_feedback import TaskWindow, TriFeedbackState, allocate, equal_split
 from fedrank.metrics import Metrics, NullMetrics
+from fedrank.ratelimit import RateLimitedLog
 from fedrank.runtime import Agent, Clock
 from fedrank.state import atomic_write_json, read_json
 from proto.bus import Bus, BusError, Delivery, Will
@@ -61,6 +62,7 @@ class CloudAgent(Agent):
     def __init__(self, settings: CloudSettings, bus: Bus, clock: Clock, topics: Topics | None = None,
                  metrics: Metrics | None = None) -> None:
         super().__init__(clock)
+        self._rlog = RateLimitedLog(log, clock.now)  # a flood of bad stats is a few lines a minute, the rest counted
         self.s = settings
         self.metrics: Metrics = metrics or NullMetrics()
         self.id = settings.id
@@ -153,8 +155,8 @@ class CloudAgent(Agent):
         except WireError as exc:
             self._rejected[exc.reason] += 1
             self.metrics.message_rejected(exc.reason)
-            log.warning("rejected stats on %s: %s (%s)", d.topic, exc.reason, exc.detail,
-                        extra={"topic": d.topic, "reason": exc.reason})
+            self._rlog(exc.reason, logging.WARNING, "rejected stats on %s: %s (%s)", d.topic[:200], exc.reason,
+                       exc.detail[:300], extra={"topic": d.topic[:200], "reason": exc.reason})
 
     def _check(self, msg: TaskStats, rsu: str, task: str) -> None:
         """Raise StatsRejected for stats that are not ours or cannot be true."""

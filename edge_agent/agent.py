@@ -27,6 +27,7 @@ from proto.messages import (
     FaultCommand,
     Handoff,
     Position,
+    Rejected,
     RoundAnnouncement,
     RoundRef,
     Velocity,
@@ -87,6 +88,7 @@ class VehicleAgent(RoundJobs, Agent):
         self._state_file = self.state_dir / "vehicle.json"
         self._policies: dict[str, Any] = {}
         self.job: Job | None = None
+        self.rsu_seen: str | None = None  # the RSU whose latest round listed us (the status's `rsu` when unset)
         self.seq = 0
         self.done_rounds: dict[str, int] = {}  # "rsu/task" -> last round taken
         self.counters: dict[str, int] = {}
@@ -137,7 +139,7 @@ class VehicleAgent(RoundJobs, Agent):
         busy = self.job is not None and self.job.state != "done"
         return AgentStatus(
             sender=self.id, sent_at=self.clock.now(), seq=self._next_seq(), role="vehicle", state=state,
-            tasks=sorted(self.tasks), busy=busy, rsu=self.s.rsu,
+            tasks=sorted(self.tasks), busy=busy, rsu=self.s.rsu or self.rsu_seen,
             working_on=RoundRef(rsu=self.job.rsu, task=self.job.task, round=self.job.round) if busy else None,
             position=Position(x=fix.x, y=fix.y) if fix else None,
             velocity=Velocity(vx=fix.vx, vy=fix.vy) if fix else None,
@@ -179,7 +181,12 @@ class VehicleAgent(RoundJobs, Agent):
                     dec = decode(d.payload, RoundAnnouncement, limit)
                     self._on_round(dec.msg, dec.tensors, info.sender)
             elif info.channel is Channel.COMMAND:
-                cmd = decode(d.payload, FaultCommand, limit).msg
+                cmd = decode(d.payload, None, limit).msg  # a FaultCommand, or a `rejected` notice
+                if isinstance(cmd, Rejected):
+                    self._on_rejected(cmd, info.sender, info.target)
+                    return
+                if not isinstance(cmd, FaultCommand):
+                    raise PayloadRejected("wrong_kind", f"{cmd.KIND} on a command topic")
                 self._match_topic(cmd.sender, cmd.vehicle, info.sender, info.target)
                 self._on_command(cmd, info.sender)
             elif info.channel is Channel.HANDOFF:
@@ -200,10 +207,18 @@ class VehicleAgent(RoundJobs, Agent):
     def _wants_round(self, msg: RoundAnnouncement, rsu: str) -> bool:
         if msg.task not in self.tasks or self.id not in msg.participants:
             return False
+        self.rsu_seen = rsu  # it counts us in its coverage
         if self.done_rounds.get(f"{rsu}/{msg.task}", -1) >= msg.round:
             self._count("round_seen_before")  # a retained copy or a redelivery changes nothing
             return False
         return True
+
+    def _on_rejected(self, note: Rejected, rsu: str, target: str | None) -> None:
+        """An RSU refused one of our messages: count it by reason and say why (rate-limited at the RSU)."""
+        self._match_topic(note.sender, note.vehicle, rsu, target)
+        self._count(f"refused_{note.reason.value}")
+        log.warning("%s refused our %s%s: %s (%s)", rsu, note.about, f" for {note.task}" if note.task else "",
+                    note.reason.value, note.detail)
 
     def _reject(self, topic: str, reason: str, detail: str = "") -> None:
         self._count(f"rejected_{reason}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
@@ -31,6 +32,10 @@ class Metrics(Protocol):
     def broker_reconnect(self) -> None: ...
     def energy_spent(self, task: str, joules: float, source: str) -> None: ...
     def set_degraded(self, component: str, degraded: bool) -> None: ...
+    def dropped(self, what: str, n: int = 1) -> None: ...
+    def received(self, n: int = 1) -> None: ...
+    def watch_inbox(self, depth: Callable[[], float]) -> None: ...
+    def job_failed(self, job: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -65,6 +70,18 @@ class NullMetrics:
         pass
 
     def set_degraded(self, component: str, degraded: bool) -> None:
+        pass
+
+    def dropped(self, what: str, n: int = 1) -> None:
+        pass
+
+    def received(self, n: int = 1) -> None:
+        pass
+
+    def watch_inbox(self, depth: Callable[[], float]) -> None:
+        pass
+
+    def job_failed(self, job: str) -> None:
         pass
 
     def close(self) -> None:
@@ -107,6 +124,14 @@ class AgentMetrics:
             ["task", "source"], registry=r)
         self._degraded = Gauge("fedrank_degraded", "1 while a component (storage) keeps the agent from full service",
                                ["component"], registry=r)
+        self._dropped = Counter(
+            "fedrank_dropped", "messages or log lines dropped to bound resources (inbox_full, oversize, "
+            "log_suppressed)", ["what"], registry=r)
+        self._received = Counter("fedrank_messages_received", "deliveries offered to the agent's inbox",
+                                 registry=r)
+        self._depth = Gauge("fedrank_inbox_depth", "deliveries waiting for the agent", registry=r)
+        self._job_failed = Counter("fedrank_job_failures", "handler or timer runs that raised (and were survived)",
+                                   ["job"], registry=r)
         self._server: object | None = None
 
     def round_done(self, task: str) -> None:
@@ -146,6 +171,21 @@ class AgentMetrics:
 
     def set_degraded(self, component: str, degraded: bool) -> None:
         self._degraded.labels(component).set(1 if degraded else 0)
+
+    def dropped(self, what: str, n: int = 1) -> None:
+        if n > 0:
+            self._dropped.labels(what).inc(n)
+
+    def job_failed(self, job: str) -> None:
+        self._job_failed.labels(job).inc()
+
+    def received(self, n: int = 1) -> None:
+        if n > 0:
+            self._received.inc(n)
+
+    def watch_inbox(self, depth: Callable[[], float]) -> None:
+        """Export the inbox's current depth, read at each scrape."""
+        self._depth.set_function(depth)
 
     def exposition(self) -> str:
         """The text a scrape of this registry returns."""

@@ -10,11 +10,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import queue
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -73,24 +72,67 @@ class Timers:
 
 
 class Inbox:
-    """The agent's event queue. Bus handlers registered through it only enqueue."""
+    """The agent's event queue. Bus handlers registered through it only enqueue.
 
-    def __init__(self) -> None:
-        self._q: queue.Queue[Delivery] = queue.Queue()
+    Bounded: at most `max_items` deliveries and `max_bytes` of payload wait at once (None = unbounded). A
+    delivery that does not fit is dropped on arrival (tail drop) and counted in `dropped`; what already waits is
+    never discarded, so a flood costs its own messages, not the memory of the host. `priority(d)` (called on the
+    transport thread; it must be cheap and thread-safe) marks deliveries that jump the queue and may use a
+    reserve of as much again (e.g. the updates an open round waits for), so a flood of strangers can neither
+    crowd them out nor delay them past a deadline.
+    """
+
+    def __init__(self, max_items: int | None = None, max_bytes: int | None = None,
+                 priority: Callable[[Delivery], bool] | None = None) -> None:
+        self._hi: deque[Delivery] = deque()
+        self._lo: deque[Delivery] = deque()
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.priority = priority
+        self._bytes = 0
+        self._cv = threading.Condition()
+        self.received = 0  # deliveries offered to the inbox
+        self.dropped = 0  # deliveries refused because the inbox was full
+        self.peak_items = 0
 
     def subscribe(self, bus: Bus, topic_filter: str, qos: int = 1) -> Unsubscribe:
         return bus.subscribe(topic_filter, self.put, qos=qos)
 
-    def put(self, d: Delivery) -> None:
-        """Enqueue a delivery (transport threads call this, and nothing else)."""
-        self._q.put(d)
+    def put(self, d: Delivery) -> bool:
+        """Enqueue a delivery (transport threads call this, and nothing else); False when it was dropped."""
+        size = len(d.payload)
+        urgent = self.priority is not None and self.priority(d)
+        with self._cv:
+            self.received += 1
+            n = len(self._hi) + len(self._lo)
+            if self._full(n, size, 2 if urgent else 1):
+                self.dropped += 1
+                return False
+            self._bytes += size
+            (self._hi if urgent else self._lo).append(d)
+            self.peak_items = max(self.peak_items, n + 1)
+            self._cv.notify()
+        return True
+
+    def depth(self) -> int:
+        """Deliveries waiting now (any thread; a snapshot)."""
+        return len(self._hi) + len(self._lo)
+
+    def _full(self, n: int, size: int, factor: int) -> bool:
+        if self.max_items is not None and n >= factor * self.max_items:
+            return True
+        return self.max_bytes is not None and n > 0 and self._bytes + size > factor * self.max_bytes
 
     def get(self, timeout: float | None) -> Delivery | None:
-        try:
-            return self._q.get(timeout=timeout) if timeout is None or timeout > 0 else self._q.get_nowait()
-        except queue.Empty:
-            return None
-
+        """The next delivery (urgent ones first), waiting up to `timeout` s (None: forever); None if none came."""
+        with self._cv:
+            if not (self._hi or self._lo) and (timeout is None or timeout > 0):
+                self._cv.wait_for(lambda: bool(self._hi or self._lo), timeout)
+            if not (self._hi or self._lo):
+                return None
+            d = self._hi.popleft() if self._hi else self._lo.popleft()
+            self._bytes -= len(d.payload)
+            return d
 
 
 class Agent(ABC):
@@ -177,6 +219,9 @@ class Agent(ABC):
         except Exception:  # one bad event never takes the agent down
             label = name or str(getattr(fn, "__name__", fn))
             self.failures[label] += 1
+            metrics = getattr(self, "metrics", None)  # agents with metrics export the count
+            if metrics is not None:
+                metrics.job_failed(label)
             log.exception("%s: handler %s failed (%d times so far)", type(self).__name__, label, self.failures[label])
             return False
 

@@ -42,6 +42,7 @@ from proto.bounds import (
     Text,
     Timestamp,
 )
+from proto.reasons import Reason
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -158,6 +159,9 @@ class RoundAnnouncement(TensorMessage):
     work: list[Work] = Field(default_factory=lambda: [1.0], max_length=MAX_RANKS)
     # vehicle -> its share b_v of round_budget_j (J)
     shares: dict[Id, Joules] = Field(default_factory=dict, max_length=MAX_ID_LIST)
+    # What an update must look like, on the wire from round 0 on (when no tensor carries it yet):
+    dims: dict[str, tuple[Dim, Dim]] = Field(default_factory=dict, max_length=MAX_LAYERS)  # layer -> (d_out, d_in)
+    head: dict[str, list[Dim]] = Field(default_factory=dict, max_length=1024)  # `head.*` name -> shape; {} = free
 
     @field_validator("ranks", "work")
     @classmethod
@@ -248,6 +252,24 @@ class Handoff(TensorMessage):
     joules_spent: Joules = 0.0
 
 
+class Rejected(Message):
+    """RSU -> vehicle, on the vehicle's command topic: one of its messages was refused, and why.
+
+    Rate-limited per (vehicle, reason), so a vehicle learns each kind of mistake without a flood; `duplicate`
+    (a QoS 1 redelivery) is never notified. `about` is the refused message's kind, `task`/`round` as it claimed
+    (when its header could be read).
+    """
+
+    KIND: ClassVar[str] = "rejected"
+    kind: Literal["rejected"] = "rejected"
+    vehicle: Id  # the receiver
+    reason: Reason
+    about: Literal["update", "status", "other"] = "update"
+    task: Id | None = None
+    round: RoundNo | None = None
+    detail: Text = ""
+
+
 ALL_MESSAGES: tuple[type[Message], ...] = (
     AgentStatus,
     TaskBudget,
@@ -256,6 +278,7 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     TaskStats,
     FaultCommand,
     Handoff,
+    Rejected,
 )
 BY_KIND: dict[str, type[Message]] = {m.KIND: m for m in ALL_MESSAGES}
 

@@ -86,6 +86,7 @@ class MqttBus(Bus):
         self.attempts = 0  # connection attempts made (tests and metrics)
         self.rejected = 0  # received messages dropped for size or topic
         self._ack_cap = float("inf")  # lowered by `stopping()`
+        self.oversize = 0  # of which: over max_payload_bytes
         self._client = self._make_client()
 
     # -- setup ------------------------------------------------------------------------------
@@ -309,8 +310,10 @@ class MqttBus(Bus):
             return
         if len(msg.payload) > self.options.max_payload_bytes:
             self.rejected += 1
-            log.warning("%s: dropped %d-byte message on %s (limit %d)", self.client_id, len(msg.payload), topic,
-                        self.options.max_payload_bytes)
+            self.oversize += 1
+            if self.oversize <= 5 or self.oversize % 1000 == 0:  # counted always, logged sparsely (a flood)
+                log.warning("%s: dropped %d-byte message on %s (limit %d; %d oversize so far)", self.client_id,
+                            len(msg.payload), topic[:200], self.options.max_payload_bytes, self.oversize)
             return
         sids = getattr(msg.properties, "SubscriptionIdentifier", []) if msg.properties is not None else []
         d = Delivery(topic, bytes(msg.payload), msg.qos, bool(msg.retain), bool(msg.dup))

@@ -16,7 +16,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from fedrank.metrics import Metrics, NullMetrics
-from fedrank.runtime import Agent, Clock
+from fedrank.ratelimit import RateLimitedLog
+from fedrank.runtime import Agent, Clock, Inbox
 from proto.bounds import MAX_COST, MAX_DURATION_S
 from proto.bus import Bus, BusError, Delivery, Will
 from proto.codec import WIRE_DTYPES, decode, encode
@@ -24,6 +25,8 @@ from proto.errors import WireError
 from proto.messages import AgentStatus, FaultCommand, Handoff, Message, TaskBudget, VehicleUpdate
 from proto.topics import Channel, Role, Topics
 from rsu_agent.fault_tolerance import Candidate, LinkRates, decide, needs_decision
+from rsu_agent.guard import GuardMixin
+from rsu_agent.notices import Notices
 from rsu_agent.precheck import precheck_update
 from rsu_agent.recovery import close_or_fail
 from rsu_agent.robust import admit_numerically
@@ -44,7 +47,7 @@ class _Vehicle:
     seen_at: float  # our clock when the status arrived
 
 
-class RsuAgent(Agent):
+class RsuAgent(GuardMixin, Agent):
     """Runs rounds for the tasks in `settings.tasks`; see the module docstring for who takes part."""
 
     def __init__(self, settings: RsuSettings, bus: Bus, clock: Clock, topics: Topics | None = None,
@@ -66,6 +69,12 @@ class RsuAgent(Agent):
         self.disk = DiskGuard(settings.state_dir, self.metrics, self._status_changed)
         self._close_retry: set[str] = set()  # tasks whose close waits for the disk
         self._disk_timer = 0.0
+        self._expected: frozenset[str] = frozenset()  # topics of updates open rounds wait for (read by transport)
+        self.inbox = Inbox(settings.inbox_max_items, settings.inbox_max_bytes, priority=self._awaited)
+        self.metrics.watch_inbox(self.inbox.depth)
+        self._rlog = RateLimitedLog(log, clock.now, burst=settings.log_burst)
+        self._notices = Notices(self.id, self.topics, clock.now, self._publish_notice)
+        self._reported = Counter()  # drops already handed to metrics (inbox, bus, log)
 
     # -- read-only views ------------------------------------------------------------------------------
     @property
@@ -75,6 +84,9 @@ class RsuAgent(Agent):
         out["exit_source"] = {k[5:]: v for k, v in self._counts.items() if k.startswith("exit:")}
         out["commands"] = {k[4:]: v for k, v in self._counts.items() if k.startswith("cmd:")}
         out["rejected"] = dict(self._rejected)
+        out["dropped"] = self._drops()
+        out["vehicles"] = len(self.vehicles)
+        out["notices"] = self._notices.sent
         return out
 
     @property
@@ -101,6 +113,8 @@ class RsuAgent(Agent):
         self.subscribe()
         self._status_changed()
         self.every(self.s.status_interval_s, self._periodic, "status", first_at=now + self.s.status_interval_s)
+        every = min(10.0, self.s.vehicle_silence_s / 2)
+        self.every(every, self._housekeeping, "housekeeping", first_at=now + every)
         for name, tr in self.tasks.items():
             if tr.pending is not None:  # resumed after a restart: same announcement, same deadline
                 ann, tensors = tr.announcement()
@@ -108,6 +122,7 @@ class RsuAgent(Agent):
                 self.timers.schedule(max(now, tr.pending.deadline), lambda n=name, r=ann.round: self._deadline(n, r))
             else:
                 self._schedule_open(name, now + self.s.join_wait_s)
+        self._refresh_expected()
 
     def stop(self) -> None:
         self.timers.clear()  # the subscriptions stay: the broker queues for us until we are back
@@ -147,9 +162,12 @@ class RsuAgent(Agent):
     # -- inbox ----------------------------------------------------------------------------------------
     def on_delivery(self, d: Delivery) -> None:
         task = None
+        vehicle = about = None
         try:
             info = self.topics.parse(d.topic)
             task = info.task if info.channel is Channel.UPDATE else None
+            if info.role is Role.VEHICLE and info.channel in (Channel.UPDATE, Channel.STATUS):
+                vehicle, about = info.sender, info.channel.value
             if info.channel is Channel.STATUS:
                 self._on_status(self._decode(d, AgentStatus, info.sender))
             elif info.channel is Channel.BUDGET:
@@ -160,6 +178,8 @@ class RsuAgent(Agent):
                 raise UpdateRejected("unexpected_topic", d.topic)
         except WireError as exc:
             self._refuse(d.topic, exc.reason, exc.detail, task)
+            if vehicle is not None and about is not None:  # tell the vehicle why (rate-limited)
+                self._notices.refused(vehicle, exc.reason, about, task, exc.detail)
         self._watch_disk()
 
     def _decode(self, d: Delivery, cls: type[Message], sender: str) -> Message:
@@ -168,26 +188,6 @@ class RsuAgent(Agent):
             raise UpdateRejected("sender_mismatch", f"payload sender {msg.sender} on {sender}'s topic")
         self._check_clock(msg)
         return msg
-
-    def _check_clock(self, msg: Message) -> None:
-        """A sent_at far ahead of our clock would make every later genuine message look old: refuse it."""
-        ahead = msg.sent_at - self.clock.now()
-        if ahead > self.s.max_clock_skew_s:
-            raise UpdateRejected("clock_skew", f"sent_at {msg.sent_at:.3f} is {ahead:.0f} s ahead of our clock "
-                                 f"(limit {self.s.max_clock_skew_s:.0f} s)")
-
-    def _refuse(self, topic: str, reason: str, detail: str, task: str | None) -> None:
-        if reason in ("late", "duplicate"):
-            self._counts[reason] += 1
-            log.info("ignored %s update on %s: %s", reason, topic, detail)
-            return
-        self._rejected[reason] += 1
-        log.warning("rejected message on %s: %s (%s)", topic, reason, detail,
-                    extra={"topic": topic, "reason": reason})
-        if task is not None:
-            self.metrics.update_rejected(task, reason)
-        else:
-            self.metrics.message_rejected(reason)
 
     def _on_budget(self, msg: Message) -> None:
         assert isinstance(msg, TaskBudget)
@@ -206,7 +206,13 @@ class RsuAgent(Agent):
         # the time the vehicle connected, which is older than every status the vehicle sent since.
         if old is not None and msg.sent_at < old.status.sent_at and msg.state != "offline":
             return
-        self.vehicles[msg.sender] = _Vehicle(msg, self.clock.now())
+        if msg.state == "online" and not set(msg.tasks) & self.tasks.keys():
+            self.vehicles.pop(msg.sender, None)  # nothing for us: not tracked (and bogus task names cost nothing)
+            return
+        if old is None and msg.state == "online" and len(self.vehicles) >= self.s.max_vehicles:
+            raise UpdateRejected("too_many_vehicles", f"already tracking {len(self.vehicles)} vehicles")
+        if old is not None or msg.state == "online":  # an offline vehicle we never tracked is not added
+            self.vehicles[msg.sender] = _Vehicle(msg, self.clock.now())
         if msg.state == "offline":
             self._delivered_at.pop(msg.sender, None)  # back online, it loads its model again: cold
             for name, tr in self.tasks.items():
@@ -316,6 +322,7 @@ class RsuAgent(Agent):
                  ann.deadline, ann.lam, ann.round_budget_j,
                  f"; +{self.s.cold_start_s:.0f} s for cold {cold}" if cold else "")
         self.timers.schedule(ann.deadline, lambda: self._deadline(task, ann.round))
+        self._refresh_expected()
 
     def _deadline(self, task: str, round_: int) -> None:
         tr = self.tasks[task]
@@ -356,6 +363,7 @@ class RsuAgent(Agent):
             return
         self.disk.ok(now, unstall=f"close:{task}")
         self._history.append(record)
+        self._refresh_expected()
         self._publish(self.topics.stats(self.id, task), encode(stats))
         self.metrics.round_done(task)
         self.metrics.set_lambda(task, record.lam)
@@ -435,6 +443,7 @@ class RsuAgent(Agent):
                        exit_in_s=min(exit_in, MAX_DURATION_S) if math.isfinite(exit_in) else 0.0,
                        decided_at=self.clock.now())
         tr.record_ft(vid, rec)
+        self._refresh_expected()
         cmd = FaultCommand(sender=self.id, sent_at=self.clock.now(), seq=tr.next_seq(), task=task, round=p.round,
                            vehicle=vid, action=action, migrate_to=rec.migrate_to, costs=costs, exit_in_s=rec.exit_in_s)
         self._publish(self.topics.command(self.id, vid), encode(cmd))

@@ -169,7 +169,8 @@ class TaskRounds:
 
         The open round is in memory only once it is on disk: an OSError from the write leaves everything as it was.
         """
-        tensors = pack_factored(self.layers, self.head) if self.layers else {}
+        tensors = self._wire_tensors()
+        head = self.expected_head()
         meta = self.meta.model_copy(deep=True)
         meta.seq += 1
         ann = RoundAnnouncement(
@@ -179,6 +180,7 @@ class TaskRounds:
             rank=max((f.rank for f in self.layers.values()), default=0), lora_alpha=self.cfg.lora_alpha,
             layers=list(self.cfg.layers), participants=sorted(participants), aggregator=self.cfg.aggregator,
             work=self.cfg.work, shares=budget_shares(self.budget_j, sorted(participants), self.meta.ref_cost_j),
+            dims=dict(self.cfg.layers), head={f"head.{k}": list(v) for k, v in (head or {}).items()},
         )
         meta.pending = PendingRound(
             round=ann.round, announced_at=now, deadline=ann.deadline, participants=ann.participants,
@@ -194,7 +196,15 @@ class TaskRounds:
         """The open round's announcement again (a restart republishes it unchanged)."""
         assert self.pending is not None
         ann = RoundAnnouncement.model_validate_json(self.pending.announcement)
-        return ann, (pack_factored(self.layers, self.head) if self.layers else {})
+        return ann, self._wire_tensors()
+
+    def _wire_tensors(self) -> dict[str, torch.Tensor]:
+        """The announcement's tensors. Rank 0 has one encoding: no `{layer}.U/S/Vt` at all (a global that
+        aggregated to rank 0 is announced like round 0), only the `head.*` tensors when a head exists."""
+        tensors = pack_factored(self.layers, self.head) if self.layers else {}
+        if max((f.rank for f in self.layers.values()), default=0) == 0:
+            tensors = {k: v for k, v in tensors.items() if k.startswith("head.")}
+        return tensors
 
     # -- updates --------------------------------------------------------------------------------------
     def admit(self, sender: str, msg: VehicleUpdate) -> tuple[str, bool]:

@@ -96,6 +96,15 @@ class RsuSettings(AgentSettings):
     join_wait_s: float = Field(
         2.0, ge=0, description="after start, how long to collect vehicle statuses before the first announcement"
     )
+    max_vehicles: int = Field(
+        10_000, ge=1, description="vehicles tracked at once; a status from one more is rejected (too_many_vehicles) "
+        "until silent ones are evicted (after vehicle_silence_s)"
+    )
+    inbox_max_items: int = Field(10_000, ge=1, description="deliveries waiting for the agent at most; more are dropped")
+    inbox_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="payload bytes waiting for the agent at most; more are dropped"
+    )
+    log_burst: int = Field(5, ge=1, description="rejection log lines per reason per minute; the rest are counted")
     max_clock_skew_s: float = Field(
         300.0, gt=0, description="a status or update whose sent_at is further than this ahead of our clock is "
         "rejected (clock_skew): it would make later genuine statuses look old"

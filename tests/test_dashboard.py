@@ -27,7 +27,8 @@ def exported_names() -> set[str]:
         args = {"round_done": ("t",), "update_accepted": ("t",), "update_rejected": ("t", "late"),
                 "message_rejected": ("bad",), "set_lambda": ("t", 0.1), "set_energy": ("t", 1.0, 2.0),
                 "rank_chosen": ("t", 8), "broker_reconnect": (), "energy_spent": ("t", 1.0, "nvml"),
-                "set_degraded": ("storage", True)}[name]
+                "set_degraded": ("storage", True), "dropped": ("inbox_full",), "received": (),
+                "watch_inbox": (lambda: 0.0,), "job_failed": ("status",)}[name]
         getattr(m, name)(*args)
     return {s.name for fam in m.registry.collect() for s in fam.samples}
 

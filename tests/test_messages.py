@@ -19,6 +19,7 @@ from proto.messages import (
     Handoff,
     Message,
     Position,
+    Rejected,
     RoundAnnouncement,
     TaskBudget,
     TaskStats,
@@ -106,6 +107,7 @@ SAMPLES: dict[str, Message] = {
         rank=4,
         joules_spent=12.0,
     ),
+    "rejected": Rejected(sender="rsu_1", vehicle="veh-3", reason="alpha_mismatch", task="sst2", detail="16 != 8"),
 }
 
 

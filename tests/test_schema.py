@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from proto import SCHEMA_VERSION
 from proto.messages import ALL_MESSAGES, Message
 from proto.schema_export import COMMITTED_DIR, schemas, write
 
@@ -68,4 +69,30 @@ def test_required_fields_match_the_models() -> None:
     for cls in ALL_MESSAGES:
         schema = json.loads((COMMITTED_DIR / f"{cls.KIND}.schema.json").read_text())
         required = {name for name, f in cls.model_fields.items() if f.is_required()}
+        required |= {"kind", "v"} | ({"tensors"} if cls.HAS_TENSORS else set())  # required in practice (the codec)
         assert set(schema["required"]) == required, cls.KIND
+
+
+@pytest.mark.parametrize("cls", ALL_MESSAGES, ids=lambda c: c.KIND)
+def test_each_schema_stands_alone(cls: type[Message]) -> None:
+    """issue 13: draft and id, kind and v required constants, tensors required where a payload carries tensors."""
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((COMMITTED_DIR / f"{cls.KIND}.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["$id"] == f"urn:fedrank:proto:v{SCHEMA_VERSION}:{cls.KIND}"
+    assert {"kind", "v"} <= set(schema["required"])
+    assert ("tensors" in schema["required"]) == cls.HAS_TENSORS
+    v = jsonschema.Draft202012Validator(schema)
+    assert not v.is_valid({"kind": cls.KIND, "sender": "a"})  # no v
+    assert not v.is_valid({"kind": cls.KIND, "v": SCHEMA_VERSION + 1, "sender": "a"})
+
+
+def test_a_message_the_models_build_is_valid_against_its_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from tests.test_messages import SAMPLES
+
+    for kind, msg in SAMPLES.items():
+        schema = json.loads((COMMITTED_DIR / f"{kind}.schema.json").read_text())
+        obj = json.loads(msg.model_dump_json())
+        jsonschema.validate(obj, schema, cls=jsonschema.Draft202012Validator)
