@@ -137,3 +137,22 @@ def test_an_update_with_tensors_the_float32_aggregate_cannot_hold_is_rejected_as
     with pytest.raises(UpdateRejected) as e:
         admit_numerically(ClientUpdate(layers=nan, head={}, samples=10, alpha=16.0), "svd", 8)
     assert e.value.reason == "numerical"
+
+
+def test_a_poisoned_update_stored_by_an_older_build_is_dropped_on_restart_and_the_round_closes(tmp_path):
+    """Before the bounds, an update with loss = 1e305 was accepted and stored; it blocked its round after every
+    restart. Read back through the codec, it now fails the bounds and is left out."""
+    rig = Rig(tmp_path, rsu_settings(tmp_path))
+    rig.vehicle("v1", x=10.0)
+    rig.vehicle("mal04", x=20.0)
+    rig.advance(1.0)
+    rig.upload(make_update("v1", 0))
+    _, poisoned = tampered_update("mal04", 0, _set_report("loss", 1e305))
+    stored = tmp_path / "tasks" / "t1" / "round_0" / "accepted"
+    assert (stored / "v1.safetensors").is_file()
+    (stored / "mal04.safetensors").write_bytes(poisoned)
+    rig.agent = rig.new_agent()
+    assert set(rig.agent.tasks["t1"].accepted) == {"v1"}
+    rig.advance(rig.clock.now() + 101.0)
+    rec = rig.agent.history[-1]
+    assert (rec.round, rec.accepted, rec.closed_by) == (0, ["v1"], "deadline") and not rig.agent.failures
