@@ -125,3 +125,75 @@ def test_half_precision_factors_are_upcast_for_the_aggregate() -> None:
     upd = validate_update(msg, tensors, task_cfg(), None)
     assert {(t.A.dtype, t.B.dtype) for t in upd.layers.values()} == {(torch.float32, torch.float32)}
     assert torch.equal(upd.layers["q"].A, f["q"].A.float())
+
+
+# -- cloud_agent/tri_feedback.py -----------------------------------------------------------------------------
+def test_tri_feedback_state_round_trip_is_canonical_and_its_errors_say_why() -> None:
+    from cloud_agent.tri_feedback import TriFeedbackState
+
+    assert TriFeedbackState({"b": 1.0, "a": 2.0}).to_json() == '{"difficulty": {"a": 2.0, "b": 1.0}}'
+    assert TriFeedbackState.from_json('{"difficulty": {"a": 0, "b": 0.5}}').difficulty == {"a": 0.0, "b": 0.5}
+    with pytest.raises(ValueError, match=r"^tri-feedback state is not JSON: Expecting value"):
+        TriFeedbackState.from_json("nope")
+    with pytest.raises(ValueError, match=r"^tri-feedback state needs a 'difficulty' object$"):
+        TriFeedbackState.from_json('{"difficulty": [1]}')
+    with pytest.raises(ValueError, match=r"^difficulty of task 'a' = -1 must be a finite number >= 0$"):
+        TriFeedbackState.from_json('{"difficulty": {"a": -1}}')
+
+
+def test_tri_feedback_input_errors_name_the_field() -> None:
+    from cloud_agent.tri_feedback import TaskWindow, TriFeedbackConfig, TriFeedbackState, allocate, equal_split
+
+    cfg, st = TriFeedbackConfig(), TriFeedbackState()
+    with pytest.raises(ValueError, match=r"^no task windows to allocate over$"):
+        allocate([], st, 100.0, cfg)
+    with pytest.raises(ValueError, match=r"^task 'a': used_j = -1.0 must be finite and >= 0$"):
+        allocate([TaskWindow("a", -1.0, 1.0, 0.1)], st, 100.0, cfg)
+    with pytest.raises(ValueError, match=r"^task 'a': accuracy_gain = nan must be finite$"):
+        allocate([TaskWindow("a", 1.0, 1.0, math.nan)], st, 100.0, cfg)
+    with pytest.raises(ValueError, match=r"^tasks \['a', 'a'\] must be non-empty and distinct$"):
+        equal_split(["a", "a"], 1.0)
+    with pytest.raises(ValueError, match=r"^e_total_j = nan must be finite and >= 0$"):
+        equal_split(["a"], math.nan)
+    assert equal_split(["a", "b"], 0.0) == {"a": 0.0, "b": 0.0}
+    assert equal_split(["a", "b"], 0.5) == {"a": 0.25, "b": 0.25}
+    alloc, _ = allocate([TaskWindow("a", 0.1, 0.25, 0.1), TaskWindow("b", 0.1, 0.25, 0.1)], st, 0.5,
+                        TriFeedbackConfig(rho_max=1.0))
+    assert alloc == pytest.approx({"a": 0.25, "b": 0.25})  # a total below 1 J is a total
+
+
+def test_clip_to_total_at_its_edges() -> None:
+    from cloud_agent.tri_feedback import clip_to_total
+
+    # every task pinned at lo (n lo = total): the scale is 0, no interpolation between equal values
+    assert clip_to_total({"a": 1.0, "b": 3.0}, 100.0, 50.0, 100.0) == {"a": 50.0, "b": 50.0}
+    # raw values below 1 are still positive
+    assert clip_to_total({"a": 0.2, "b": 0.6}, 8.0, 0.0, 8.0) == pytest.approx({"a": 2.0, "b": 6.0})
+    # no positive raw value: an equal split
+    assert clip_to_total({"a": 0.0, "b": 0.0}, 10.0, 0.0, 10.0) == {"a": 5.0, "b": 5.0}
+    # the total reached exactly at the last kink
+    assert clip_to_total({"a": 1.0, "b": 1.0}, 20.0, 0.0, 10.0) == {"a": 10.0, "b": 10.0}
+    # positive tasks all at hi and still short: the raw-zero tasks share the rest
+    assert clip_to_total({"a": 0.5, "b": 0.0}, 15.0, 0.0, 10.0) == {"a": 10.0, "b": 5.0}
+    assert clip_to_total({"a": 1.0, "b": 1.0, "c": 0.0}, 25.0, 0.0, 10.0) == {"a": 10.0, "b": 10.0, "c": 5.0}
+
+
+def test_allocation_weights_small_allocations_and_huge_difficulties() -> None:
+    from cloud_agent.tri_feedback import TaskWindow, TriFeedbackConfig, TriFeedbackState, allocate
+
+    cfg = TriFeedbackConfig(rho_max=1.0)
+    # equal difficulty; u_a = 0.25 / 0.5, u_b = 0.25 / 0.25: the surplus of 10 J splits 1 : 2
+    win = [TaskWindow("a", 0.25, 0.5, 0.1), TaskWindow("b", 0.25, 0.25, 0.1)]
+    alloc, _ = allocate(win, TriFeedbackState(), 10.5, cfg)
+    assert alloc == pytest.approx({"a": 0.25 + 10 / 3, "b": 0.25 + 20 / 3})
+    # difficulties below 1 (h_a = 0.1, h_b = 0.05): weights (h / h_top)^2 u = 1 and 0.25
+    win = [TaskWindow("a", 0.1, 0.1, 1.0), TaskWindow("b", 0.05, 0.1, 1.0)]
+    alloc, _ = allocate(win, TriFeedbackState(), 10.15, TriFeedbackConfig(rho_max=1.0, xi=0.0))
+    wb = 0.25 * 0.5
+    assert alloc == pytest.approx({"a": 0.1 + 10 / (1 + wb), "b": 0.05 + 10 * wb / (1 + wb)})
+    # carried difficulties near the float limit: h^gamma would overflow without the scaling by h_top
+    st = TriFeedbackState({"a": 1e300, "b": 5e299})
+    win = [TaskWindow("a", 10.0, 50.0, 0.1), TaskWindow("b", 10.0, 50.0, 0.1)]
+    alloc, _ = allocate(win, st, 100.0, TriFeedbackConfig(rho_max=1.0))
+    assert all(math.isfinite(v) for v in alloc.values()) and sum(alloc.values()) == pytest.approx(100.0)
+    assert alloc["a"] == pytest.approx(10 + 80 * 1 / (1 + 0.25))
