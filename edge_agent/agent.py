@@ -64,6 +64,20 @@ class Meter(Protocol):
     def stop(self) -> Any: ...
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """A finished round's figures, kept until the round's own latency is known."""
+
+    task: str
+    round: int
+    rank: int
+    q: float
+    joules: float
+    budget_j: float
+    n_participants: int
+    wall_s: float
+
+
 @dataclass
 class Job:
     """One round this vehicle is working on."""
@@ -123,6 +137,7 @@ class VehicleAgent(Agent):
         self.state_dir = Path(settings.state_dir)
         self._state_file = self.state_dir / "vehicle.json"
         self._policies: dict[str, Any] = {}
+        self._unscored: dict[str, _Outcome] = {}  # "rsu/task" -> the last round's outcome, awaiting its latency
         self.job: Job | None = None
         self.seq = 0
         self.done_rounds: dict[str, int] = {}  # "rsu/task" -> last round taken
@@ -202,12 +217,14 @@ class VehicleAgent(Agent):
         try:
             info = self.topics.parse(d.topic)
             if not d.payload and info.channel is Channel.ROUND:
-                return  # an RSU cleared its retained announcement: the task is finished there
+                self._score(f"{info.sender}/{info.task}", None, None)  # the task is finished at that RSU
+                return  # an RSU cleared its retained announcement
             limit = self.s.broker.max_payload_bytes
             if info.channel is Channel.ROUND:
                 # The header decides whether the round concerns us; only then are the tensors (and torch) loaded.
                 head = decode_header(d.payload, RoundAnnouncement, limit)
                 self._match_topic(head.sender, head.task, info.sender, info.task)
+                self._score(f"{info.sender}/{head.task}", head.round - 1, head.last_round_latency_s)
                 if self._wants_round(head, info.sender):
                     dec = decode(d.payload, RoundAnnouncement, limit)
                     self._on_round(dec.msg, dec.tensors, info.sender)
@@ -391,7 +408,8 @@ class VehicleAgent(Agent):
             probe = encode(self._update(job, 0.0, "model", False, train.seconds, 0.0, down), tensors,
                            self.s.wire_dtype)
             up = self.cost_model.upload(self.id, len(probe))
-            joules, source, measured = train.joules + up.joules, train.source, False
+            down_j = job.modelled_down.joules if job.modelled_down else 0.0
+            joules, source, measured = down_j + train.joules + up.joules, train.source, False
             train_s, up_s = train.seconds, up.seconds
             wall = down + train_s + up_s
         else:
@@ -407,13 +425,15 @@ class VehicleAgent(Agent):
         topic = self.topics.update(self.id, job.rsu, job.task)
         job.state = "done"  # whatever the link does next, this round's work is over
         if self.cost_model is not None:
-            self.timers.schedule(self.clock.now() + up_s, lambda: self._send(topic, payload, job))
+            self.cost_model.transmit(self.id, job.rsu, len(payload), lambda: self._send(topic, payload, job))
         else:
             t0 = self.clock.now()
             if self._send(topic, payload, job):
                 self._last_upload_s = max(0.0, self.clock.now() - t0)
         self._learn(job, joules, wall)
-        self.history.append({"task": job.task, "round": job.round, "rank": job.rank, "joules": joules,
+        self.history.append({"rsu": job.rsu, "task": job.task, "round": job.round, "rank": job.rank, "joules": joules,
+                             "down_s": job.modelled_down.seconds if job.modelled_down else 0.0,
+                             "train_s": train_s, "up_s": up_s,
                              "energy_source": source, "wall_s": wall, "local_accuracy": res.local_accuracy,
                              "partial": bool(res.partial), "migrated_from": job.migrated_from, "bytes": len(payload)})
 
@@ -443,14 +463,28 @@ class VehicleAgent(Agent):
         )
 
     def _learn(self, job: Job, joules: float, wall: float) -> None:
-        """Feed the round's reward and normalised cost to the policy (PAPER.md section 3)."""
+        """Keep the round's outcome until the RSU says how long the whole round took (its next announcement
+        carries it): the latency the reward charges is the round's, so a straggler pays for the wait it caused."""
         if job.migrated_from is not None:
             return  # not this vehicle's rank choice
+        key = f"{job.rsu}/{job.task}"
+        self._score(key, None, None)  # an older outcome nobody told us about: scored with our own latency
+        self._unscored[key] = _Outcome(job.task, job.round, job.rank, float(job.result.local_accuracy), joules,
+                                       job.budget_j, job.n_participants, wall)
+
+    def _score(self, key: str, round_: int | None, round_latency_s: float | None) -> None:
+        """Feed a kept outcome's reward and normalised cost to the policy (docs/algorithms.md section 3), with
+        the round's latency when `round_` is the outcome's round, else with the vehicle's own."""
+        out = self._unscored.get(key)
+        if out is None or (round_ is not None and round_ < out.round):
+            return  # nothing kept, or an announcement older than our round (a retained copy)
+        del self._unscored[key]
         from edge_agent.bandit import normalised_cost, round_reward
 
-        reward = round_reward(float(job.result.local_accuracy), wall, self.s.tau_ref_s, self.s.w_tau)
-        cost = normalised_cost(joules, job.budget_j, job.n_participants)
-        self._policies[job.task].update(job.rank, reward, cost)
+        tau = round_latency_s if round_ == out.round and round_latency_s is not None else out.wall_s
+        reward = round_reward(out.q, max(tau, out.wall_s), self.s.tau_ref_s, self.s.w_tau)
+        cost = normalised_cost(out.joules, out.budget_j, out.n_participants)
+        self._policy(out.task, [out.rank]).update(out.rank, reward, cost)
 
     # -- state ----------------------------------------------------------------------------------------
     def _next_seq(self) -> int:

@@ -15,7 +15,8 @@ from fleet.plots import plot_compare, plot_scalability
 from fleet.run import run_fleet
 
 COMPARE_KEYS = ("per_task_accuracy", "avg_accuracy", "mean_round_latency_s", "energy_j", "budget_j", "violation_j",
-                "bytes_on_wire", "majority_baseline", "rank_counts", "ft_decisions", "cumulative_reward", "sources")
+                "bytes_on_wire", "majority_baseline", "rank_counts", "ft_decisions", "cumulative_reward", "sources",
+                "spend_per_task", "latency_breakdown_s", "tau_ref_s", "bytes_by_kind")
 ABLATIONS = {
     "ucb-dual-no-trifeedback": {"tri_feedback": False},
     "ucb-dual-no-ft": {"fault_tolerance": False},
@@ -49,12 +50,14 @@ def _f(x: float, fmt: str) -> str:
 def markdown_table(results: dict[str, dict[str, Any]], base: FleetConfig) -> str:
     tasks = [t.name for t in base.tasks]
     head = ["policy", *[f"{t} acc" for t in tasks], "avg acc", "mean round latency (s)", "energy (J)",
-            "budget violation (J)", "bytes on wire"]
+            "budget violation (J)", *[f"{t} spend/budget" for t in tasks], "bytes on wire"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
+        spend = r.get("spend_per_task", {})
         row = [name, *[_f(r["per_task_accuracy"].get(t, math.nan), ".3f") for t in tasks],
                _f(r["avg_accuracy"], ".3f"), _f(r["mean_round_latency_s"], ".2f"), _f(r["energy_j"], ".0f"),
-               _f(r["violation_j"], ".0f"), f"{r['bytes_on_wire']:,}"]
+               _f(r["violation_j"], ".0f"), *[_f(spend.get(t, {}).get("ratio", math.nan), ".2f") for t in tasks],
+               f"{r['bytes_on_wire']:,}"]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append("Accuracy: measured on each task's test split (global adapter of each RSU, averaged over RSUs). "

@@ -26,11 +26,13 @@ from edge_agent.trainer import LocalTrainer
 from fedrank.runtime import SimClock
 from fleet.config import FleetConfig
 from fleet.cost import FleetCostModel
+from fleet.costing import FleetCosting
 from fleet.driver import SimDriver
-from fleet.sim.compute import ModelShape
+from fleet.sim.compute import BERT_BASE, ModelShape, bert_layer_shapes
 from fleet.sim.devices import DeviceProfile, get_profile
 from fleet.sim.mobility import RoadGrid, Trajectory, grid_trajectories
 from fleet.sim.tdrive import read_tdrive
+from fleet.sim.uplink import SharedUplink
 from fleet.surrogate import SurrogateLearner
 from proto.bus import Delivery
 from proto.errors import TopicRejected
@@ -89,7 +91,9 @@ class World:
     rsu_sites: dict[str, tuple[float, float, float]]
     layers: dict[str, tuple[int, int]]
     tap: WireTap
-    round_budget_j: float
+    round_budget_j: float  # a task's reference budget (all its vehicles); the RSUs size each round's own
+    tau_ref_s: float = 60.0
+    budgets: object = None  # the RoundBudget hook: what each opened round was sized at
 
 
 def resolve_model_dir(cfg: FleetConfig, cache: Path) -> Path | None:
@@ -104,7 +108,7 @@ def resolve_model_dir(cfg: FleetConfig, cache: Path) -> Path | None:
 
 
 def model_shape(layers: dict[str, tuple[int, int]], trainer: LocalTrainer) -> ModelShape:
-    """The FLOP model's view of the base: hidden size, layer count, adapted matrices per layer, matmul params."""
+    """The FLOP model's view of the base: hidden size, layer count, matmul params, and the adapted layers."""
     from edge_agent.model import BaseModelCache
 
     encoder, _ = BaseModelCache.get(trainer.model_dir)
@@ -112,7 +116,17 @@ def model_shape(layers: dict[str, tuple[int, int]], trainer: LocalTrainer) -> Mo
     n_layers = int(encoder.config.num_hidden_layers)
     embed = sum(p.numel() for n, p in encoder.named_parameters() if "embeddings" in n)
     base = sum(p.numel() for p in encoder.parameters()) - embed
-    return ModelShape(hidden=hidden, layers=n_layers, targets=max(1, len(layers) // n_layers), base_params=float(base))
+    return ModelShape(hidden=hidden, layers=n_layers, targets=1, base_params=float(base)).with_adapted(layers)
+
+
+def base_and_layers(cfg: FleetConfig, trainer: LocalTrainer) -> tuple[dict[str, tuple[int, int]], ModelShape]:
+    """The adapted layers and the FLOP model's shape: from the model's files, or from the BERT-base shape alone
+    (cost studies on the surrogate learner: shapes, no weights)."""
+    if cfg.model == "bert-base-shape":
+        layers = bert_layer_shapes(cfg.targets)
+        return layers, BERT_BASE.with_adapted(layers)
+    layers = layer_shapes(trainer.model_dir, cfg.targets)
+    return layers, model_shape(layers, trainer)
 
 
 def rsu_layout(cfg: FleetConfig, grid: RoadGrid) -> dict[str, tuple[float, float, float]]:
@@ -137,9 +151,9 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
     broker = MemoryBroker()
     topics = Topics()
     model_dir = resolve_model_dir(cfg, out_dir / "cache")
-    trainer = LocalTrainer(model_dir, max_length=cfg.max_length, batch_size=cfg.batch_size, lr=cfg.lr,
-                           threads=cfg.threads)
-    layers = layer_shapes(trainer.model_dir)
+    trainer = LocalTrainer(model_dir, targets=cfg.targets, max_length=cfg.max_length, batch_size=cfg.batch_size,
+                           lr=cfg.lr, threads=cfg.threads)
+    layers, shape = base_and_layers(cfg, trainer)
     rank_policy, aggregator = POLICY_WIRING[cfg.policy]
 
     # -- data: each task's test split, and one partition per vehicle of that task ----------------------
@@ -186,15 +200,18 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
         return at
 
     fixes = {vid: fix(vid) for vid in vids}
-    cost = FleetCostModel(devices, model_shape(layers, trainer), cfg.batch_size, cfg.max_length,
+    uplink = SharedUplink(clock)
+    cost = FleetCostModel(devices, shape, cfg.batch_size, cfg.max_length,
                           locate=lambda vid: (fixes[vid](clock.now()).x, fixes[vid](clock.now()).y),
-                          rsu_sites=[(x, y) for x, y, _ in sites.values()])
+                          rsu_sites=[(x, y) for x, y, _ in sites.values()], channel=cfg.radio, uplink=uplink)
 
-    # Budget: a scale of what every vehicle of a task would spend at rank 8 in one round (modelled).
-    per_round = {t.name: sum(cost.train(v, t.name, 8, cfg.local_steps, 0).joules for v in members[t.name])
-                 for t in cfg.tasks}
-    round_budget = cfg.energy_budget_scale * sum(per_round.values()) / max(1, len(cfg.tasks))
+    # Budgets: each RSU round's is sized from the vehicles it invites (fleet/budget.py); the cloud's split is
+    # scaled to a task's reference budget, so that an even split leaves the sized budget as it is.
+    costing = FleetCosting(cfg, cost, devices, layers, aggregator)
+    round_budget = sum(costing.reference_round_budget(members[t.name]) for t in cfg.tasks) / max(1, len(cfg.tasks))
     e_total = round_budget * len(cfg.tasks) * cfg.window_rounds
+    budget_hook = costing.round_budget(round_budget)
+    tau_ref = costing.tau_ref_s()
 
     # -- agents ------------------------------------------------------------------------------------------
     cloud = CloudAgent(
@@ -213,7 +230,8 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
                                                                                            radius=r),
                                          tasks=tasks, fault_tolerance=cfg.fault_tolerance, wire_dtype=cfg.wire_dtype,
                                          status_interval_s=cfg.status_interval_s, join_wait_s=cfg.status_interval_s),
-                             MemoryBus(broker, rid), clock, topics))
+                             MemoryBus(broker, rid), clock, topics, aggregate_time=costing.aggregate_time,
+                             round_budget=budget_hook))
     vehicles = []
     surrogate_progress: dict[str, int] = {}  # task -> samples trained by all its vehicles (surrogate only)
     for vid in vids:
@@ -224,7 +242,7 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
                          batch_size=cfg.batch_size, lr=cfg.lr, max_length=cfg.max_length, seed=cfg.seed,
                          status_interval_s=cfg.status_interval_s, wire_dtype=cfg.wire_dtype,
                          device_memory_gb=dev.memory_gb, max_rank=None if rank_policy == "fixed" else dev.max_rank,
-                         tau_ref_s=cfg.round_timeout_s)
+                         tau_ref_s=tau_ref)
         learner: TaskLearner | SurrogateLearner = TaskLearner(trainer, specs[t.name], *shares[vid])
         if cfg.learner == "surrogate":
             learner = SurrogateLearner(layers, len(shares[vid][0]), cfg.batch_size, t.name, surrogate_progress,
@@ -244,11 +262,11 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
     tap_bus = MemoryBus(broker, "fleet-tap")
     tap_bus.connect()
     tap_bus.subscribe(f"{topics.root}/#", tap)
-    driver = SimDriver(clock, [cloud, *rsus, *vehicles])
-    log.info("fleet: %d vehicles, %d RSUs, tasks %s, policy %s, round budget %.1f J (modelled)", len(vehicles),
-             len(rsus), [t.name for t in cfg.tasks], cfg.policy, round_budget)
+    driver = SimDriver(clock, [cloud, *rsus, *vehicles, uplink])
+    log.info("fleet: %d vehicles, %d RSUs, tasks %s, policy %s, reference task budget %.1f J, tau_ref %.2f s "
+             "(modelled)", len(vehicles), len(rsus), [t.name for t in cfg.tasks], cfg.policy, round_budget, tau_ref)
     return World(cfg, clock, broker, driver, cloud, rsus, vehicles, trainer, datasets, specs, tests, devices,
-                 trajectories, sites, layers, tap, round_budget)
+                 trajectories, sites, layers, tap, round_budget, tau_ref, budget_hook)
 
 
 def majority_baseline(spec: TaskSpec, examples: list) -> float:

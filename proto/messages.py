@@ -116,6 +116,9 @@ class RoundAnnouncement(TensorMessage):
     layers: list[str] = Field(default_factory=list)  # adapted module names
     participants: list[Id] = Field(default_factory=list)  # vehicles expected in this round
     aggregator: Literal["svd", "homo", "het"] = "svd"
+    # tau_round of this RSU's previous round of the task (close + aggregation - announcement); what a vehicle's
+    # reward charges for latency, so the straggler is charged for the round it held up. None before any round.
+    last_round_latency_s: NonNeg | None = None
 
     @field_validator("ranks")
     @classmethod

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fedrank.metrics import Metrics, NullMetrics
@@ -24,13 +26,19 @@ from proto.messages import AgentStatus, FaultCommand, Handoff, Message, TaskBudg
 from proto.topics import Channel, Role, Topics
 from rsu_agent.fault_tolerance import Candidate, decide, needs_decision
 from rsu_agent.rounds import RoundRecord, TaskRounds
-from rsu_agent.settings import RsuSettings
+from rsu_agent.settings import RsuSettings, RsuTaskConfig
 from rsu_agent.state import FtRecord, StoredUpdate
 from rsu_agent.validate import UpdateRejected, validate_update
 
 log = logging.getLogger(__name__)
 
 DEFAULT_Q_TARGET = 0.5  # q* before any round has reported an accuracy (PAPER.md section 6)
+
+
+# (the closed round's record, its task config) -> seconds the aggregation takes
+AggregateTime = Callable[[RoundRecord, RsuTaskConfig], float]
+# (task, invited vehicles, the task budget from the cloud or None) -> this round's budget in joules
+RoundBudget = Callable[[str, list[str], float | None], float]
 
 
 @dataclass
@@ -43,8 +51,13 @@ class RsuAgent(Agent):
     """Runs rounds for the tasks in `settings.tasks`; see the module docstring for who takes part."""
 
     def __init__(self, settings: RsuSettings, bus: Bus, clock: Clock, topics: Topics | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, aggregate_time: AggregateTime | None = None,
+                 round_budget: RoundBudget | None = None) -> None:
+        """`aggregate_time` models the aggregation's seconds (the fleet; default: its measured wall time);
+        `round_budget` sizes each round's budget from the vehicles invited (the fleet; default: the task's)."""
         super().__init__(clock)
+        self.aggregate_time = aggregate_time
+        self.round_budget = round_budget
         self.s = settings
         self.metrics: Metrics = metrics or NullMetrics()
         self.id = settings.id
@@ -257,7 +270,13 @@ class RsuAgent(Agent):
                      tr.cfg.min_participants, tr.cfg.participant_retry_s)
             self._schedule_open(task, now + tr.cfg.participant_retry_s)
             return
-        ann, tensors = tr.open(parts, now, self.id)
+        budget = None
+        if self.round_budget is not None:
+            budget = self.round_budget(task, parts, tr.meta.budget_j)
+            if not (math.isfinite(budget) and budget > 0):
+                log.error("task %s: sized round budget %r J unusable; the task budget stands", task, budget)
+                budget = None
+        ann, tensors = tr.open(parts, now, self.id, budget)
         self._publish(self.topics.round(self.id, task), encode(ann, tensors, self.s.wire_dtype), retain=True)
         log.info("task %s: round %d open to %s until %.1f (lam %.3f, budget %.1f J)", task, ann.round, parts,
                  ann.deadline, ann.lam, ann.round_budget_j)
@@ -279,7 +298,15 @@ class RsuAgent(Agent):
 
     def _close(self, task: str, closed_by: str) -> None:
         tr = self.tasks[task]
-        stats, record = tr.close(self.clock.now(), self.id, closed_by)
+        t0, w0 = self.clock.now(), time.perf_counter()
+        stats, record = tr.close(t0, self.id, closed_by)
+        wall = time.perf_counter() - w0
+        if self.aggregate_time is not None:  # modelled: none of it is on the (simulated) clock yet
+            agg = max(0.0, float(self.aggregate_time(record, tr.cfg)))
+            later = agg
+        else:  # measured: a wall clock already moved by what it took
+            agg, later = wall, max(0.0, wall - (self.clock.now() - t0))
+        record = tr.add_aggregation_time(agg, later)
         self._history.append(record)
         self._publish(self.topics.stats(self.id, task), encode(stats))
         self.metrics.round_done(task)
@@ -288,7 +315,7 @@ class RsuAgent(Agent):
         log.info("task %s round %d closed (%s): %d updates, E %.1f J / B %.1f J, lam %.3f -> %.3f", task,
                  record.round, closed_by, record.updates, record.energy_j, record.budget_j, record.lam_announced,
                  record.lam)
-        now = self.clock.now()
+        now = self.clock.now() + later  # the new global exists once aggregation is done
         for other in self.tasks:  # freed vehicles go first to tasks that were waiting for some
             if other != task and other in self._open_at:
                 self._schedule_open(other, now)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -50,6 +50,7 @@ class RoundRecord:
     accuracy: float
     energy_measured: bool
     note: str = ""  # why the global stayed, or "" when it moved
+    aggregate_s: float = 0.0  # aggregation time (measured, or modelled in the fleet); part of round_latency_s
 
 
 @dataclass
@@ -141,15 +142,20 @@ class TaskRounds:
         return True
 
     # -- open -----------------------------------------------------------------------------------------
-    def open(self, participants: list[str], now: float, rsu_id: str) -> tuple[RoundAnnouncement, dict]:
-        """Open the next round; returns the announcement header and its tensors (none while the global is 0)."""
+    def open(self, participants: list[str], now: float, rsu_id: str,
+             budget_j: float | None = None) -> tuple[RoundAnnouncement, dict]:
+        """Open the next round; returns the announcement header and its tensors (none while the global is 0).
+
+        `budget_j` replaces the task budget for this round (sized from the invited vehicles); default the task's.
+        """
         tensors = pack_factored(self.layers, self.head) if self.layers else {}
         ann = RoundAnnouncement(
             sender=rsu_id, sent_at=now, seq=self.next_seq(), task=self.cfg.name, task_type=self.cfg.task_type,
             round=self.meta.next_round, deadline=now + self.cfg.round_timeout_s, lam=self.meta.lam,
-            round_budget_j=self.budget_j, ranks=self.cfg.ranks,
+            round_budget_j=self.budget_j if budget_j is None else budget_j, ranks=self.cfg.ranks,
             rank=max((f.rank for f in self.layers.values()), default=0), lora_alpha=self.cfg.lora_alpha,
             layers=list(self.cfg.layers), participants=sorted(participants), aggregator=self.cfg.aggregator,
+            last_round_latency_s=self.meta.last_round_latency_s,
         )
         self.meta.pending = PendingRound(
             round=ann.round, announced_at=now, deadline=ann.deadline, participants=ann.participants,
@@ -287,6 +293,17 @@ class TaskRounds:
         self._commit(p.round, moved=not note)
         self.history.append(record)
         return stats, record
+
+    def add_aggregation_time(self, seconds: float, on_clock: float) -> RoundRecord:
+        """Put the last closed round's aggregation time into its record; `on_clock` of it was not yet on the
+        clock when the round closed (all of it on a simulated clock, none on a wall clock). Persisted, so the next
+        announcement carries the round's full latency."""
+        rec = self.history[-1]
+        rec = replace(rec, aggregate_s=seconds, round_latency_s=rec.round_latency_s + on_clock)
+        self.history[-1] = rec
+        self.meta.last_round_latency_s = rec.round_latency_s
+        self.store.save_meta(self.meta)
+        return rec
 
     def _learn_round_time(self, walls: list[float]) -> None:
         """Moving average of full (not partial, not migrated) vehicle round times, for fault tolerance."""

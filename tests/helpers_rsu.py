@@ -110,6 +110,10 @@ class Rig:
     clock: SimClock = field(default_factory=lambda: SimClock(0.0))
     broker: MemoryBroker = field(default_factory=MemoryBroker)
     seen: list[Delivery] = field(default_factory=list)
+    aggregate_s: float = 0.0  # modelled aggregation time (None: measured, as a daemon does)
+
+    def aggregate_time(self, record: object, cfg: object) -> float:
+        return self.aggregate_s
 
     def __post_init__(self) -> None:
         self.pub = MemoryBus(self.broker, "test-publisher")
@@ -121,7 +125,7 @@ class Rig:
 
     def new_agent(self) -> RsuAgent:
         bus = MemoryBus(self.broker, RSU)
-        agent = RsuAgent(self.settings, bus, self.clock)
+        agent = RsuAgent(self.settings, bus, self.clock, aggregate_time=self.aggregate_time)
         bus.connect(will=agent.will())
         agent.start()
         agent.pump()

@@ -12,6 +12,7 @@ code. Energy plan, in units of the cloud's E_total (one window = one round, Q = 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -37,7 +38,7 @@ LEAVER = "veh02"
 
 class ScriptedCost:
     """The fleet's cost model with training energy taken from PLAN (split over the task's vehicles), a fixed
-    training time and a free upload; download and upload times stay the fleet's link model."""
+    training time, a free download and upload; their times stay the fleet's link model."""
 
     def __init__(self, world: World) -> None:
         self.w = world
@@ -45,7 +46,7 @@ class ScriptedCost:
         self.members = {t.name: sum(1 for v in world.vehicles if t.name in v.tasks) for t in world.cfg.tasks}
 
     def download(self, vehicle: str, payload_bytes: int) -> ModelledCost:
-        return self.base.download(vehicle, payload_bytes)
+        return ModelledCost(self.base.download(vehicle, payload_bytes).seconds, 0.0, "model:scripted")
 
     def train(self, vehicle: str, task: str, rank: int, steps: int, samples: int) -> ModelledCost:
         pending = self.w.rsus[0].tasks[task].pending
@@ -55,6 +56,9 @@ class ScriptedCost:
 
     def upload(self, vehicle: str, payload_bytes: int) -> ModelledCost:
         return ModelledCost(self.base.upload(vehicle, payload_bytes).seconds, 0.0, "model:scripted")
+
+    def transmit(self, vehicle: str, rsu: str, payload_bytes: int, deliver: Callable[[], None]) -> None:
+        self.base.transmit(vehicle, rsu, payload_bytes, deliver)
 
 
 def leaving_position(world: World, cx: float, cy: float):

@@ -164,3 +164,20 @@ def test_two_tasks_sharing_vehicles_take_turns(tmp_path):
     rig.advance(1.0)  # timers due now fire
     anns = rig.messages(Channel.ROUND, RoundAnnouncement)
     assert [(a.msg.task, a.msg.round) for a in anns] == [("t1", 0), ("t2", 0)]  # freed v1 goes to t2 at once
+
+
+def test_aggregation_time_is_on_the_clock_and_in_the_next_announcement(rig):
+    rig.aggregate_s = 1.5
+    ann = open_round(rig)  # at 1.0
+    assert ann.last_round_latency_s is None  # no round before this one
+    rig.advance(4.0)
+    rig.upload(make_update("v1", 0, rank=2, samples=100, joules=30.0, accuracy=0.6, seed=1))
+    rig.upload(make_update("v2", 0, rank=8, samples=300, joules=50.0, accuracy=0.8, seed=2))
+    rec = rig.agent.history[-1]
+    # announced at 1.0, closed at 4.0, then 1.5 s aggregating
+    assert rec.aggregate_s == 1.5 and rec.round_latency_s == pytest.approx(3.0 + 1.5)
+    rig.advance(4.0 + 1.5 + 5.0 - 0.01)  # aggregation + round_gap_s: not yet
+    assert rig.messages(Channel.ROUND, RoundAnnouncement)[-1].msg.round == 0
+    rig.advance(4.0 + 1.5 + 5.0)
+    nxt = rig.messages(Channel.ROUND, RoundAnnouncement)[-1].msg
+    assert nxt.round == 1 and nxt.last_round_latency_s == pytest.approx(4.5)

@@ -103,6 +103,9 @@ class FakeCost:
     def upload(self, vehicle: str, payload_bytes: int) -> ModelledCost:
         return ModelledCost(0.5, 0.25, "model:fake")
 
+    def transmit(self, vehicle: str, rsu: str, payload_bytes: int, deliver: Any) -> None:
+        self.agent.timers.schedule(self.agent.clock.now() + 0.5, deliver)  # a link of its own
+
 
 class Rig:
     """One vehicle `veh1` (task t1) and a hand-driven RSU `rsu1` on a shared MemoryBroker."""
@@ -120,6 +123,8 @@ class Rig:
         self.agent = VehicleAgent(self.settings, self.bus, self.clock, learner_for=lambda task: self.learner,
                                   policy_for=lambda task, ranks: self.policy, meter=object(), cost_model=cost,
                                   position=position)
+        if cost is not None:
+            cost.agent = self.agent
         self.bus.connect(will=self.agent.will())
         self.rsu = MemoryBus(self.broker, f"rsu1-{client}")
         self.rsu.connect()
@@ -136,14 +141,16 @@ class Rig:
         self.update_tensors.append(dec.tensors)
 
     def announce(self, round_: int = 0, *, participants: tuple[str, ...] = ("veh1", "veh2"), deadline: float = 100.0,
-                 lam: float = 0.5, budget: float = 30.0, retain: bool = True) -> dict:
+                 lam: float = 0.5, budget: float = 30.0, retain: bool = True,
+                 last_latency: float | None = None) -> dict:
         torch.manual_seed(round_)
         U = torch.linalg.qr(torch.randn(D_OUT, 4))[0]  # (d_out, r)
         Vt = torch.linalg.qr(torch.randn(D_IN, 4))[0].T  # (r, d_in)
         factored = {"q": Factored(U=U, S=torch.tensor([4.0, 3.0, 2.0, 1.0]), Vt=Vt)}
         msg = RoundAnnouncement(sender="rsu1", sent_at=self.clock.now(), seq=round_ + 1, task="t1",
                                 task_type="sentence", round=round_, deadline=deadline, lam=lam, round_budget_j=budget,
-                                ranks=[2, 4, 8], rank=4, lora_alpha=16.0, layers=["q"], participants=list(participants))
+                                ranks=[2, 4, 8], rank=4, lora_alpha=16.0, layers=["q"], participants=list(participants),
+                                last_round_latency_s=last_latency)
         self.rsu.publish(T.round("rsu1", "t1"), encode(msg, pack_factored(factored, {})), qos=1, retain=retain)
         return factored
 
@@ -181,8 +188,11 @@ def test_listed_round_gives_one_update_with_the_measured_report_and_the_policy_r
     # the learner started from the announced factors; the policy saw the announced lambda
     init = rig.learner.calls[0]["init"]
     assert torch.equal(init["q"].U, factored["q"].U) and rig.policy.selected_with == [0.5]
-    # reward = clip(q - w_tau * tau / tau_ref) = 0.6 - 0.1 * 2 / 60; cost = e / (B / |V|) = 15 / (30 / 2)
-    assert rig.policy.updates == [(2, pytest.approx(0.6 - 0.1 * 2.0 / 60.0), pytest.approx(1.0))]
+    assert rig.policy.updates == []  # scored once the RSU says how long the round took
+    rig.announce(1, participants=("veh2",), last_latency=2.5)
+    rig.agent.pump()
+    # reward = clip(q - w_tau * tau_round / tau_ref) = 0.6 - 0.1 * 2.5 / 60; cost = e / (B / |V|) = 15 / (30 / 2)
+    assert rig.policy.updates == [(2, pytest.approx(0.6 - 0.1 * 2.5 / 60.0), pytest.approx(1.0))]
 
 
 def test_second_round_reports_the_previous_upload_as_radio_energy(tmp_path: Path) -> None:
@@ -207,7 +217,7 @@ def test_redelivered_or_duplicate_announcement_changes_nothing(tmp_path: Path) -
     # a retained copy reaches a resubscription too
     rig.agent.inbox.subscribe(rig.bus, T.round("rsu1", "t1"))
     rig.agent.pump()
-    assert len(rig.updates) == 1 and len(rig.learner.calls) == 1 and len(rig.policy.updates) == 1
+    assert len(rig.updates) == 1 and len(rig.learner.calls) == 1 and len(rig.agent._unscored) == 1
     assert rig.agent.counters["round_seen_before"] == 2 and rig.agent.seq == seq_after
 
 
@@ -360,9 +370,12 @@ def test_policy_gets_reward_and_cost_after_every_round(tmp_path: Path) -> None:
         rig.clock.advance_to(t0)
         rig.announce(k, deadline=t0 + 100.0, budget=40.0, participants=("veh1", "veh2", "veh3", "veh4"))
         rig.advance(t0 + 11.5)
-    # wall 11.5 s: reward = 0.6 - 0.1 * 11.5 / 60; cost = 8.25 J / (40 J / 4)
-    expect = (4, pytest.approx(0.6 - 0.1 * 11.5 / 60.0), pytest.approx(8.25 / 10.0))
-    assert rig.policy.updates == [expect, expect]
+    rig.announce(2, participants=("veh2",), last_latency=30.0)
+    rig.agent.pump()
+    # round 0: the RSU did not say (an older RSU), so its own wall 11.5 s: reward = 0.6 - 0.1 * 11.5 / 60;
+    # round 1: the round took 30 s (a straggler): reward = 0.6 - 0.1 * 30 / 60; cost = 8.25 J / (40 J / 4) both
+    assert rig.policy.updates == [(4, pytest.approx(0.6 - 0.1 * 11.5 / 60.0), pytest.approx(8.25 / 10.0)),
+                                  (4, pytest.approx(0.6 - 0.1 * 30.0 / 60.0), pytest.approx(8.25 / 10.0))]
 
 
 def test_done_rounds_survive_a_restart(tmp_path: Path) -> None:
