@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from edge_agent.scoring import Outcome, PendingOutcomes
 from edge_agent.settings import EdgeSettings
+from edge_agent.tiers import TierFetch, tiers_needed
 from edge_agent.work import CostModel, ModelledCost
 from fedrank.runtime import Agent, Clock
 from fedrank.state import atomic_write_json, read_json
@@ -29,6 +31,7 @@ from proto.messages import (
     Position,
     RoundAnnouncement,
     RoundRef,
+    RoundTier,
     UpdateReport,
     VehicleUpdate,
     Velocity,
@@ -64,20 +67,6 @@ class Meter(Protocol):
     def stop(self) -> Any: ...
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    """A finished round's figures, kept until the round's own latency is known."""
-
-    task: str
-    round: int
-    rank: int
-    q: float
-    joules: float
-    budget_j: float
-    n_participants: int
-    wall_s: float
-
-
 @dataclass
 class Job:
     """One round this vehicle is working on."""
@@ -99,7 +88,7 @@ class Job:
     modelled_down: ModelledCost | None = None
     modelled_train: ModelledCost | None = None
     result: Any = None
-    state: str = "training"  # training -> trained -> done
+    state: str = "training"  # (fetching ->) training -> trained -> done
     token: int = 0
 
 
@@ -137,7 +126,8 @@ class VehicleAgent(Agent):
         self.state_dir = Path(settings.state_dir)
         self._state_file = self.state_dir / "vehicle.json"
         self._policies: dict[str, Any] = {}
-        self._unscored: dict[str, _Outcome] = {}  # "rsu/task" -> the last round's outcome, awaiting its latency
+        self._fetch: TierFetch | None = None  # the rank tiers the current round still needs
+        self._unscored = PendingOutcomes()  # "rsu/task" -> the last round's outcome, awaiting the round's latency
         self.job: Job | None = None
         self.seq = 0
         self.done_rounds: dict[str, int] = {}  # "rsu/task" -> last round taken
@@ -217,17 +207,22 @@ class VehicleAgent(Agent):
         try:
             info = self.topics.parse(d.topic)
             if not d.payload and info.channel is Channel.ROUND:
-                self._score(f"{info.sender}/{info.task}", None, None)  # the task is finished at that RSU
+                self._settle(f"{info.sender}/{info.task}", None, None)  # the task is finished at that RSU
                 return  # an RSU cleared its retained announcement
             limit = self.s.broker.max_payload_bytes
             if info.channel is Channel.ROUND:
                 # The header decides whether the round concerns us; only then are the tensors (and torch) loaded.
                 head = decode_header(d.payload, RoundAnnouncement, limit)
                 self._match_topic(head.sender, head.task, info.sender, info.task)
-                self._score(f"{info.sender}/{head.task}", head.round - 1, head.last_round_latency_s)
+                self._settle(f"{info.sender}/{head.task}", head.round - 1, head.last_round_latency_s)
                 if self._wants_round(head, info.sender):
-                    dec = decode(d.payload, RoundAnnouncement, limit)
-                    self._on_round(dec.msg, dec.tensors, info.sender)
+                    self._on_round(decode(d.payload, RoundAnnouncement, limit).msg, info.sender)
+            elif info.channel is Channel.TIER:
+                if not d.payload:
+                    return  # a finished task's tiers cleared
+                dec = decode(d.payload, RoundTier, limit)
+                self._match_topic(dec.msg.sender, dec.msg.task, info.sender, info.task)
+                self._on_tier(dec.msg, dec.tensors, info.sender)
             elif info.channel is Channel.COMMAND:
                 cmd = decode(d.payload, FaultCommand, limit).msg
                 self._match_topic(cmd.sender, cmd.vehicle, info.sender, info.target)
@@ -264,10 +259,8 @@ class VehicleAgent(Agent):
         self.counters[key] = self.counters.get(key, 0) + 1
 
     # -- rounds ---------------------------------------------------------------------------------------
-    def _on_round(self, msg: RoundAnnouncement, tensors: dict, rsu: str) -> None:
+    def _on_round(self, msg: RoundAnnouncement, rsu: str) -> None:
         """A round `_wants_round` accepted (ours, listed, not done before)."""
-        from proto.adapter import split_head, unpack_factored
-
         key = f"{rsu}/{msg.task}"
         if self.job is not None and self.job.state != "done":
             self._count("round_while_busy")
@@ -278,20 +271,60 @@ class VehicleAgent(Agent):
         if msg.deadline <= self.clock.now():
             self._count("round_past_deadline")
             return
-        if msg.rank > 0:
-            init, head = unpack_factored(tensors, msg.layers)
-        else:  # round 0: peft's own init; a head may already exist
-            init, head = None, split_head(tensors)[1]
+        if msg.rank > 0 and not msg.tiers:
+            raise PayloadRejected("bad_layers", f"round {msg.round}: a rank-{msg.rank} global without tiers")
         ranks = [r for r in msg.ranks if self.s.max_rank is None or r <= self.s.max_rank] or [min(msg.ranks)]
         rank = int(self._policy(msg.task, ranks).select(msg.lam))
         self.metrics.rank_chosen(msg.task, rank)
         self.metrics.set_lambda(msg.task, msg.lam)
         self.done_rounds[key] = msg.round
         self._persist()
-        self._begin(Job(rsu=rsu, task=msg.task, round=msg.round, rank=rank, alpha=msg.lora_alpha, lam=msg.lam,
-                        budget_j=msg.round_budget_j, n_participants=max(1, len(msg.participants)),
-                        started=self.clock.now(), init=init, head=head or None, steps=self.s.local_steps),
-                    payload_bytes=sum(t.numel() * t.element_size() for t in tensors.values()))
+        job = Job(rsu=rsu, task=msg.task, round=msg.round, rank=rank, alpha=msg.lora_alpha, lam=msg.lam,
+                  budget_j=msg.round_budget_j, n_participants=max(1, len(msg.participants)),
+                  started=self.clock.now(), init=None, head=None, steps=self.s.local_steps)
+        if msg.rank == 0:  # round 0: peft's own init
+            self._begin(job, payload_bytes=0)
+            return
+        job.state = "fetching"  # busy from now: the tiers up to our rank come next
+        self.job = job
+        fetch = self._fetch = TierFetch(rsu, msg, tiers_needed(msg, rank))
+        for ref in fetch.need:  # retained: each arrives at once, into the inbox
+            fetch.unsubscribe.append(self.inbox.subscribe(self.bus, self.topics.tier(rsu, msg.task, ref.index)))
+        self.timers.schedule(msg.deadline, lambda: self._fetch_failed(fetch, "tier_fetch_timeout"))
+
+    def _on_tier(self, msg: RoundTier, tensors: dict, rsu: str) -> None:
+        """One rank tier of the global adapter; the last one needed starts the round's work."""
+        from proto.adapter import unpack_factored
+
+        fetch = self._fetch
+        if fetch is None or not fetch.belongs(rsu, msg):
+            self._count("tier_not_needed")  # another round's, or a tier above our rank
+            return
+        if not fetch.add(msg, tensors):
+            return
+        try:
+            init, head = unpack_factored(fetch.merged(), fetch.ann.layers)
+        except PayloadRejected:
+            self._fetch_failed(fetch, "tier_bad")
+            raise
+        self._fetch = None
+        fetch.close()
+        job = self.job
+        assert job is not None and job.state == "fetching"
+        job.init, job.head, job.state = init, head or None, "training"
+        self._begin(job, payload_bytes=fetch.nbytes)
+
+    def _fetch_failed(self, fetch: TierFetch, reason: str) -> None:
+        """Give the round up: its tiers did not come (or did not fit together), or a command stopped it."""
+        if self._fetch is not fetch:
+            return  # already complete
+        self._fetch = None
+        fetch.close()
+        self._count(reason)
+        log.warning("round %s/%s from %s given up while fetching its tiers: %s", fetch.ann.task, fetch.ann.round,
+                    fetch.rsu, reason)
+        if self.job is not None and self.job.state == "fetching":
+            self.job.state, self.job.token = "done", -1
 
     def _policy(self, task: str, ranks: list[int]) -> Any:
         if task not in self._policies:
@@ -354,6 +387,9 @@ class VehicleAgent(Agent):
             return
         if job.state == "done":
             self._count("command_too_late")
+            return
+        if job.state == "fetching" and self._fetch is not None:  # nothing trained yet: nothing to send
+            self._fetch_failed(self._fetch, f"command_{cmd.action}_while_fetching")
             return
         self._count(f"command_{cmd.action}")
         log.info("round %s/%s: RSU %s says %s (exit in %.1f s)", job.task, job.round, rsu, cmd.action, cmd.exit_in_s,
@@ -463,26 +499,25 @@ class VehicleAgent(Agent):
         )
 
     def _learn(self, job: Job, joules: float, wall: float) -> None:
-        """Keep the round's outcome until the RSU says how long the whole round took (its next announcement
-        carries it): the latency the reward charges is the round's, so a straggler pays for the wait it caused."""
+        """Keep the round's outcome until the RSU says how long the whole round took (edge_agent/scoring.py)."""
         if job.migrated_from is not None:
             return  # not this vehicle's rank choice
-        key = f"{job.rsu}/{job.task}"
-        self._score(key, None, None)  # an older outcome nobody told us about: scored with our own latency
-        self._unscored[key] = _Outcome(job.task, job.round, job.rank, float(job.result.local_accuracy), joules,
-                                       job.budget_j, job.n_participants, wall)
+        old = self._unscored.keep(f"{job.rsu}/{job.task}", Outcome(
+            job.task, job.round, job.rank, float(job.result.local_accuracy), joules, job.budget_j, job.n_participants,
+            wall))
+        if old is not None:  # an older outcome nobody told us about
+            self._score(old, old.wall_s)
 
-    def _score(self, key: str, round_: int | None, round_latency_s: float | None) -> None:
-        """Feed a kept outcome's reward and normalised cost to the policy (docs/algorithms.md section 3), with
-        the round's latency when `round_` is the outcome's round, else with the vehicle's own."""
-        out = self._unscored.get(key)
-        if out is None or (round_ is not None and round_ < out.round):
-            return  # nothing kept, or an announcement older than our round (a retained copy)
-        del self._unscored[key]
+    def _settle(self, key: str, round_: int | None, latency_s: float | None) -> None:
+        got = self._unscored.settle(key, round_, latency_s)
+        if got is not None:
+            self._score(*got)
+
+    def _score(self, out: Outcome, tau_s: float) -> None:
+        """Feed an outcome's reward and normalised cost to the policy (docs/algorithms.md section 3)."""
         from edge_agent.bandit import normalised_cost, round_reward
 
-        tau = round_latency_s if round_ == out.round and round_latency_s is not None else out.wall_s
-        reward = round_reward(out.q, max(tau, out.wall_s), self.s.tau_ref_s, self.s.w_tau)
+        reward = round_reward(out.q, tau_s, self.s.tau_ref_s, self.s.w_tau)
         cost = normalised_cost(out.joules, out.budget_j, out.n_participants)
         self._policy(out.task, [out.rank]).update(out.rank, reward, cost)
 

@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--policies", help="comma-separated subset of ucb-dual,homolora,hetlora,flexlora")
             p.add_argument("--vehicles", help="comma-separated fleet sizes for the scalability sweep, e.g. 10,30,50")
             p.add_argument("--no-ablations", action="store_true")
+            p.add_argument("--channels", help="comma-separated channel presets (paper,dsrc,cv2x,nr5g): one "
+                                              "comparison per preset and channels.md, instead of the plain compare")
             p.add_argument("--regret", action="store_true",
                            help="also run every fixed rank and report UCB-DUAL's regret against the best")
 
@@ -69,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
     from fleet.compare import compare, regret, scalability
 
     policies = args.policies.split(",") if args.policies else None
+    if args.channels:
+        from fleet.compare import channels
+
+        channels(cfg, args.out, args.channels.split(","), policies, console)
+        console.print(f"wrote {args.out}/channels.md and one comparison per preset")
+        return 0
     compare(cfg, args.out, policies, ablations=not args.no_ablations, console=console)
     if args.regret:
         r = regret(cfg, args.out / "regret", console)

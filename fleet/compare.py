@@ -16,7 +16,7 @@ from fleet.run import run_fleet
 
 COMPARE_KEYS = ("per_task_accuracy", "avg_accuracy", "mean_round_latency_s", "energy_j", "budget_j", "violation_j",
                 "bytes_on_wire", "majority_baseline", "rank_counts", "ft_decisions", "cumulative_reward", "sources",
-                "spend_per_task", "latency_breakdown_s", "tau_ref_s", "bytes_by_kind")
+                "spend_per_task", "latency_breakdown_s", "tau_ref_s", "bytes_by_kind", "bytes_to_vehicles_by_kind")
 ABLATIONS = {
     "ucb-dual-no-trifeedback": {"tri_feedback": False},
     "ucb-dual-no-ft": {"fault_tolerance": False},
@@ -100,3 +100,47 @@ def regret(base: FleetConfig, out: Path, console: Console | None = None) -> dict
                       + ("from the labelled surrogate, not measured" if base.learner == "surrogate" else "measured")}
     (out / "regret.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     return result
+
+
+def channels(base: FleetConfig, out: Path, presets: list[str], policies: list[str] | None = None,
+             console: Console | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """`compare` once per channel preset (no ablations), and `channels.md`: one table per preset."""
+    results = {}
+    for preset in presets:
+        if console is not None:
+            console.rule(f"[bold]channel {preset}")
+        results[preset] = compare(base.model_copy(update={"channel": preset}), out / preset, policies,
+                                  ablations=False, console=console)
+    (out / "channels.md").write_text(channel_tables(results, base))
+    return results
+
+
+def channel_tables(results: dict[str, dict[str, dict[str, Any]]], base: FleetConfig) -> str:
+    """Per preset: mean round latency and its breakdown, spend/budget, bytes on the wire (by kind)."""
+    surrogate = base.learner == "surrogate"
+    lines: list[str] = []
+    for preset, runs in results.items():
+        lines += [f"#### channel `{preset}`", "",
+                  "| policy | mean round latency (s) | download | train | upload | wait | aggregate | spend / budget "
+                  "| MB published | global adapter delivered to vehicles (MB) | avg acc"
+                  + (" (SURROGATE)" if surrogate else "") + " |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for name, r in runs.items():
+            b = r.get("latency_breakdown_s", {})
+            kinds = r.get("bytes_to_vehicles_by_kind", {})
+            glob = kinds.get("round", 0) + kinds.get("tier", 0)
+            ratio = r["energy_j"] / r["budget_j"] if r.get("budget_j") else math.nan
+            lines.append("| " + " | ".join([
+                name, _f(r["mean_round_latency_s"], ".2f"),
+                *[_f(b.get(k, math.nan), ".2f") for k in ("download", "train", "upload", "wait", "aggregate")],
+                _f(ratio, ".2f"), _f(r["bytes_on_wire"] / 1e6, ".1f"), _f(glob / 1e6, ".1f"),
+                _f(r["avg_accuracy"], ".3f")]) + " |")
+        lines.append("")
+    lines.append("Latency, energy and bytes: modelled on the simulated clock (device profiles, FLOP model, channel "
+                 "preset, shared cell uplink, modelled RSU aggregation). MB published: every message once, as the "
+                 "broker receives it; delivered: every copy the broker sent to a vehicle (announcements, rank tiers). "
+                 "Breakdown: the slowest vehicle's download / "
+                 "train / solo upload airtime, the rest of the round (cell sharing, deadline waits) and aggregation. "
+                 + ("Accuracy: SURROGATE learning curve (fleet/surrogate.py), not measured." if surrogate
+                    else "Accuracy: measured on each task's test split."))
+    return "\n".join(lines) + "\n"

@@ -159,6 +159,7 @@ def summarise(world: World, records: list[dict[str, Any]], finished: bool) -> di
         "violation_j": sum(r["violation_j"] for r in last.values()), "spend_per_task": spend,
         "latency_breakdown_s": latency_breakdown(world), "tau_ref_s": world.tau_ref_s,
         "bytes_on_wire": world.tap.total, "bytes_by_kind": dict(world.tap.bytes_by_kind),
+        "bytes_to_vehicles_by_kind": dict(world.tap.down_by_kind),
         "rank_counts": {str(k): ranks.count(k) for k in sorted(set(ranks))},
         "ft_decisions": ft_counts, "cumulative_reward": reward, "rounds_recorded": len(records),
         "sources": {"accuracy": SURROGATE_SOURCE if cfg.learner == "surrogate" else ACCURACY_SOURCE,

@@ -59,7 +59,8 @@ class WireTap:
     """Counts what agents publish (every payload once, as the broker receives it)."""
 
     topics: Topics = field(default_factory=Topics)
-    bytes_by_kind: dict[str, int] = field(default_factory=dict)
+    bytes_by_kind: dict[str, int] = field(default_factory=dict)  # published, once per message
+    down_by_kind: dict[str, int] = field(default_factory=dict)  # delivered to vehicles, once per copy
 
     def __call__(self, d: Delivery) -> None:
         try:
@@ -71,6 +72,26 @@ class WireTap:
     @property
     def total(self) -> int:
         return sum(self.bytes_by_kind.values())
+
+    def delivered(self, d: Delivery) -> None:
+        """A delivery to a vehicle (the downlink: the broker sends a copy to every subscriber)."""
+        try:
+            kind = self.topics.parse(d.topic).channel.value
+        except TopicRejected:
+            kind = "other"
+        self.down_by_kind[kind] = self.down_by_kind.get(kind, 0) + len(d.payload)
+
+
+class MeteredBus(MemoryBus):
+    """A vehicle's in-process bus that tells the wire tap what the broker delivered to it."""
+
+    def __init__(self, broker: MemoryBroker, client_id: str, tap: WireTap) -> None:
+        super().__init__(broker, client_id)
+        self.tap = tap
+
+    def _receive(self, topic_filter: str, d: Delivery) -> None:
+        self.tap.delivered(d)
+        super()._receive(topic_filter, d)
 
 
 @dataclass
@@ -232,6 +253,7 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
                                          status_interval_s=cfg.status_interval_s, join_wait_s=cfg.status_interval_s),
                              MemoryBus(broker, rid), clock, topics, aggregate_time=costing.aggregate_time,
                              round_budget=budget_hook))
+    tap = WireTap(topics)
     vehicles = []
     surrogate_progress: dict[str, int] = {}  # task -> samples trained by all its vehicles (surrogate only)
     for vid in vids:
@@ -253,12 +275,11 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
                                device=dev.memory_gb, beta=s.beta, max_rank=s.max_rank,
                                state_path=Path(s.state_dir) / f"bandit-{task}.json")
 
-        vehicles.append(VehicleAgent(s, MemoryBus(broker, vid), clock, learner_for=lambda task, lr=learner: lr,
+        vehicles.append(VehicleAgent(s, MeteredBus(broker, vid, tap), clock, learner_for=lambda task, lr=learner: lr,
                                      policy_for=policy_for, meter=NoMeter(), cost_model=cost, position=fixes[vid],
                                      topics=topics))
     for agent in (cloud, *rsus, *vehicles):
         agent.bus.connect(will=agent.will())
-    tap = WireTap(topics)
     tap_bus = MemoryBus(broker, "fleet-tap")
     tap_bus.connect()
     tap_bus.subscribe(f"{topics.root}/#", tap)

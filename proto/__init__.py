@@ -1,3 +1,3 @@
 """The fedrank wire contract: topics, message models, the tensor codec and the bus."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2

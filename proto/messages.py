@@ -28,7 +28,7 @@ class Message(WireModel):
     KIND: ClassVar[str] = ""
     HAS_TENSORS: ClassVar[bool] = False
 
-    v: Literal[1] = SCHEMA_VERSION
+    v: Literal[2] = SCHEMA_VERSION
     sender: Id
     sent_at: Finite = 0.0  # sender's clock, seconds (epoch in the field, simulated in the fleet)
     seq: int = Field(0, ge=0)  # per-sender counter; with (sender, task, round) it identifies a message
@@ -96,10 +96,20 @@ class TensorMessage(Message):
     tensors: dict[str, TensorSpec] = Field(default_factory=dict)
 
 
-class RoundAnnouncement(TensorMessage):
-    """RSU -> vehicles (retained): the global adapter as `{layer}.U/.S/.Vt` plus `head.*` tensors.
+class TierRef(WireModel):
+    """One nested rank tier of the global adapter: components `first..last` (1-based, inclusive)."""
 
-    `rank == 0` means the adapter is still zero (round 0): vehicles use peft's default init.
+    index: int = Field(ge=0)
+    first: int = Field(ge=1)
+    last: int = Field(ge=1)
+
+
+class RoundAnnouncement(TensorMessage):
+    """RSU -> vehicles (retained): the round, and where its global adapter is.
+
+    The adapter travels in nested rank `tiers`, each a retained `RoundTier` on its own topic (proto/README.md);
+    a rank-eta vehicle fetches the tiers whose `first <= eta`. The announcement itself carries no tensors.
+    `rank == 0` means the adapter is still zero (round 0, no tiers): vehicles use peft's default init.
     """
 
     KIND: ClassVar[str] = "round"
@@ -119,6 +129,17 @@ class RoundAnnouncement(TensorMessage):
     # tau_round of this RSU's previous round of the task (close + aggregation - announcement); what a vehicle's
     # reward charges for latency, so the straggler is charged for the round it held up. None before any round.
     last_round_latency_s: NonNeg | None = None
+    tiers: list[TierRef] = Field(default_factory=list)  # nested, in order, covering components 1..rank
+
+    @field_validator("tiers")
+    @classmethod
+    def _nested(cls, v: list[TierRef]) -> list[TierRef]:
+        nxt = 1
+        for k, t in enumerate(v):
+            if t.index != k or t.first != nxt or t.last < t.first:
+                raise ValueError("tiers must be indexed 0.. and cover components 1..rank in order, without gaps")
+            nxt = t.last + 1
+        return v
 
     @field_validator("ranks")
     @classmethod
@@ -206,10 +227,25 @@ class Handoff(TensorMessage):
     joules_spent: NonNeg = 0.0
 
 
+class RoundTier(TensorMessage):
+    """RSU -> vehicles (retained, one topic per tier): components `first..last` of the round's global adapter,
+    `{layer}.U` (d_out, n), `{layer}.S` (n,), `{layer}.Vt` (n, d_in) with n = last - first + 1; tier 0 also
+    carries the task head `head.*`. A valid safetensors payload on its own."""
+
+    KIND: ClassVar[str] = "round_tier"
+    kind: Literal["round_tier"] = "round_tier"
+    task: Id
+    round: int = Field(ge=0)
+    index: int = Field(ge=0)
+    first: int = Field(ge=1)
+    last: int = Field(ge=1)
+
+
 ALL_MESSAGES: tuple[type[Message], ...] = (
     AgentStatus,
     TaskBudget,
     RoundAnnouncement,
+    RoundTier,
     VehicleUpdate,
     TaskStats,
     FaultCommand,

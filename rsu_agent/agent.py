@@ -19,10 +19,20 @@ from dataclasses import dataclass
 
 from fedrank.metrics import Metrics, NullMetrics
 from fedrank.runtime import Agent, Clock
+from proto.adapter import tier_bounds
 from proto.bus import Bus, BusError, Delivery, Unsubscribe, Will
 from proto.codec import WIRE_DTYPES, decode, encode
 from proto.errors import WireError
-from proto.messages import AgentStatus, FaultCommand, Handoff, Message, TaskBudget, VehicleUpdate
+from proto.messages import (
+    AgentStatus,
+    FaultCommand,
+    Handoff,
+    Message,
+    RoundAnnouncement,
+    RoundTier,
+    TaskBudget,
+    VehicleUpdate,
+)
 from proto.topics import Channel, Role, Topics
 from rsu_agent.fault_tolerance import Candidate, decide, needs_decision
 from rsu_agent.rounds import RoundRecord, TaskRounds
@@ -103,8 +113,8 @@ class RsuAgent(Agent):
         self._publish_status()
         for name, tr in self.tasks.items():
             if tr.pending is not None:  # resumed after a restart: same announcement, same deadline
-                ann, tensors = tr.announcement()
-                self._publish(self.topics.round(self.id, name), encode(ann, tensors, self.s.wire_dtype), retain=True)
+                ann, tiers = tr.announcement(self.id)
+                self._announce(name, ann, tiers)
                 self.timers.schedule(max(now, tr.pending.deadline), lambda n=name, r=ann.round: self._deadline(n, r))
             else:
                 self._schedule_open(name, now + self.s.join_wait_s)
@@ -276,11 +286,18 @@ class RsuAgent(Agent):
             if not (math.isfinite(budget) and budget > 0):
                 log.error("task %s: sized round budget %r J unusable; the task budget stands", task, budget)
                 budget = None
-        ann, tensors = tr.open(parts, now, self.id, budget)
-        self._publish(self.topics.round(self.id, task), encode(ann, tensors, self.s.wire_dtype), retain=True)
+        ann, tiers = tr.open(parts, now, self.id, budget)
+        self._announce(task, ann, tiers)
         log.info("task %s: round %d open to %s until %.1f (lam %.3f, budget %.1f J)", task, ann.round, parts,
                  ann.deadline, ann.lam, ann.round_budget_j)
         self.timers.schedule(ann.deadline, lambda: self._deadline(task, ann.round))
+
+    def _announce(self, task: str, ann: RoundAnnouncement, tiers: list[tuple[RoundTier, dict]]) -> None:
+        """The rank tiers first (retained, so a vehicle that reads the announcement finds them), then the round."""
+        for tier, tensors in tiers:
+            self._publish(self.topics.tier(self.id, task, tier.index), encode(tier, tensors, self.s.wire_dtype),
+                          retain=True)
+        self._publish(self.topics.round(self.id, task), encode(ann, {}), retain=True)
 
     def _deadline(self, task: str, round_: int) -> None:
         tr = self.tasks[task]
@@ -323,6 +340,8 @@ class RsuAgent(Agent):
             self._schedule_open(task, now + tr.cfg.round_gap_s)
         else:  # clear the retained announcement: a finished task must not invite vehicles that connect later
             self._publish(self.topics.round(self.id, task), b"", retain=True)
+            for k in range(len(tier_bounds(tr.cfg.ranks, tr.cfg.r_max))):
+                self._publish(self.topics.tier(self.id, task, k), b"", retain=True)
             log.info("task %s finished after %d rounds; retained announcement cleared", task, record.round + 1)
 
     # -- fault tolerance (PAPER.md section 6) ---------------------------------------------------------

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from proto.adapter import Factored, pack_factored
+from proto.adapter import Factored, pack_tier, tier_bounds
 from proto.errors import PayloadRejected
-from proto.messages import RoundAnnouncement, TaskBudget, TaskStats, VehicleUpdate
+from proto.messages import RoundAnnouncement, RoundTier, TaskBudget, TaskStats, TierRef, VehicleUpdate
 from rsu_agent.aggregate import ClientUpdate, aggregate
 from rsu_agent.dual import dual_step, violation
 from rsu_agent.settings import RsuTaskConfig
@@ -142,13 +142,20 @@ class TaskRounds:
         return True
 
     # -- open -----------------------------------------------------------------------------------------
+    def tiers(self, round_: int, rsu_id: str) -> list[tuple[RoundTier, dict]]:
+        """The global adapter in nested rank tiers (proto/README.md), each a message and its tensors."""
+        rank = max((f.rank for f in self.layers.values()), default=0)
+        return [(RoundTier(sender=rsu_id, seq=0, task=self.cfg.name, round=round_, index=k, first=first, last=last),
+                 pack_tier(self.layers, self.head, first, last, with_head=k == 0))
+                for k, (first, last) in enumerate(tier_bounds(self.cfg.ranks, rank))]
+
     def open(self, participants: list[str], now: float, rsu_id: str,
-             budget_j: float | None = None) -> tuple[RoundAnnouncement, dict]:
-        """Open the next round; returns the announcement header and its tensors (none while the global is 0).
+             budget_j: float | None = None) -> tuple[RoundAnnouncement, list[tuple[RoundTier, dict]]]:
+        """Open the next round; returns the announcement and its rank tiers (none while the global is 0).
 
         `budget_j` replaces the task budget for this round (sized from the invited vehicles); default the task's.
         """
-        tensors = pack_factored(self.layers, self.head) if self.layers else {}
+        tiers = self.tiers(self.meta.next_round, rsu_id) if self.layers else []
         ann = RoundAnnouncement(
             sender=rsu_id, sent_at=now, seq=self.next_seq(), task=self.cfg.name, task_type=self.cfg.task_type,
             round=self.meta.next_round, deadline=now + self.cfg.round_timeout_s, lam=self.meta.lam,
@@ -156,6 +163,7 @@ class TaskRounds:
             rank=max((f.rank for f in self.layers.values()), default=0), lora_alpha=self.cfg.lora_alpha,
             layers=list(self.cfg.layers), participants=sorted(participants), aggregator=self.cfg.aggregator,
             last_round_latency_s=self.meta.last_round_latency_s,
+            tiers=[TierRef(index=t.index, first=t.first, last=t.last) for t, _ in tiers],
         )
         self.meta.pending = PendingRound(
             round=ann.round, announced_at=now, deadline=ann.deadline, participants=ann.participants,
@@ -164,13 +172,13 @@ class TaskRounds:
         self.accepted.clear()
         self.held.clear()
         self.store.save_meta(self.meta)
-        return ann, tensors
+        return ann, tiers
 
-    def announcement(self) -> tuple[RoundAnnouncement, dict]:
-        """The open round's announcement again (a restart republishes it unchanged)."""
+    def announcement(self, rsu_id: str) -> tuple[RoundAnnouncement, list[tuple[RoundTier, dict]]]:
+        """The open round's announcement and tiers again (a restart republishes them unchanged)."""
         assert self.pending is not None
         ann = RoundAnnouncement.model_validate_json(self.pending.announcement)
-        return ann, (pack_factored(self.layers, self.head) if self.layers else {})
+        return ann, (self.tiers(ann.round, rsu_id) if self.layers else [])
 
     # -- updates --------------------------------------------------------------------------------------
     def admit(self, sender: str, msg: VehicleUpdate) -> tuple[str, bool]:

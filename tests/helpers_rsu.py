@@ -152,6 +152,15 @@ class Rig:
             self.agent.pump()
         self.clock.advance_to(t)
 
+    def global_tensors(self, round_: int) -> dict[str, Any]:
+        """A round's global adapter as a vehicle fetching every tier would have it (merged, head included)."""
+        from proto.adapter import merge_tiers
+        from proto.messages import RoundTier
+
+        tiers = {dec.msg.index: dec.tensors for dec in self.messages(Channel.TIER, RoundTier)
+                 if dec.msg.round == round_}
+        return merge_tiers([tiers[k] for k in sorted(tiers)])
+
     def messages(self, channel: Channel, cls: type[Message]) -> list[Any]:
         """Decoded messages seen on a channel, oldest first (retained replays skipped)."""
         out = []

@@ -121,7 +121,7 @@ def test_impossible_or_foreign_stats_are_refused_and_move_nothing(tmp_path, task
 
 def test_undecodable_stats_are_refused(tmp_path):
     rig = CloudRig(tmp_path)
-    rig.agent.on_delivery(Delivery(T.stats("rsu1", "a"), b'{"kind": "task_stats", "v": 1, "sender": "rsu1"}'))
+    rig.agent.on_delivery(Delivery(T.stats("rsu1", "a"), b'{"kind": "task_stats", "v": 2, "sender": "rsu1"}'))
     assert rig.agent.counters["rejected"] == {"invalid_field": 1}
 
 

@@ -78,7 +78,7 @@ def test_a_tensor_message_is_one_safetensors_blob_with_the_header_in_its_metadat
     payload = encode(UPDATE, tensors)
     header, body = split_blob(payload)
     inner = json.loads(header["__metadata__"][META_KEY])
-    assert inner["kind"] == "update" and inner["v"] == 1 and inner["sender"] == "veh-1"
+    assert inner["kind"] == "update" and inner["v"] == 2 and inner["sender"] == "veh-1"
     assert inner["tensors"] == {
         "q.lora_A": {"shape": [2, 8], "dtype": "F32"},
         "q.lora_B": {"shape": [8, 2], "dtype": "F32"},
@@ -184,13 +184,13 @@ def test_empty_and_non_bytes_payloads_are_rejected() -> None:
         (b"\xff\xfe{}", "bad_json"),
         (b"[1, 2]", "bad_json"),  # valid JSON, not an object
         (b"[" * 100_000 + b"]" * 100_000, "bad_json"),  # nesting past the recursion limit
-        (b'{"kind":"status","v":1,"seq":' + b"9" * 5000 + b"}", "bad_json"),  # integer past Python's digit limit
-        (b'{"kind":"telemetry","v":1}', "unknown_kind"),
-        (b'{"v":1}', "unknown_kind"),
-        (b'{"kind":["status"],"v":1}', "unknown_kind"),
-        (b'{"kind":"status","v":1,"sender":"veh-1","role":"vehicle"}', "invalid_field"),  # no state
+        (b'{"kind":"status","v":2,"seq":' + b"9" * 5000 + b"}", "bad_json"),  # integer past Python's digit limit
+        (b'{"kind":"telemetry","v":2}', "unknown_kind"),
+        (b'{"v":2}', "unknown_kind"),
+        (b'{"kind":["status"],"v":2}', "unknown_kind"),
+        (b'{"kind":"status","v":2,"sender":"veh-1","role":"vehicle"}', "invalid_field"),  # no state
         (
-            b'{"kind":"budget","v":1,"sender":"c0","task":"t","round":0,"window_rounds":5,'
+            b'{"kind":"budget","v":2,"sender":"c0","task":"t","round":0,"window_rounds":5,'
             b'"window_budget_j":NaN,"round_budget_j":1}',
             "invalid_field",
         ),
@@ -201,7 +201,7 @@ def test_bad_json_payloads_get_a_typed_reason(payload: bytes, reason: str) -> No
 
 
 def test_the_invalid_field_reason_names_the_field() -> None:
-    e = rejected(b'{"kind":"status","v":1,"sender":"veh-1","role":"vehicle"}', AgentStatus)
+    e = rejected(b'{"kind":"status","v":2,"sender":"veh-1","role":"vehicle"}', AgentStatus)
     assert e.detail.startswith("state")
 
 
@@ -324,6 +324,6 @@ def test_an_extra_unknown_field_in_the_tensor_header_is_ignored() -> None:
 def test_the_version_check_applies_inside_the_safetensors_header() -> None:
     header, body = split_blob(encode(UPDATE, {"a": torch.ones(4)}))
     inner = json.loads(header["__metadata__"][META_KEY])
-    inner["v"] = 2
+    inner["v"] = 1
     header["__metadata__"][META_KEY] = json.dumps(inner)
     assert rejected(craft(header, body), VehicleUpdate).reason == "bad_version"

@@ -22,10 +22,11 @@ from edge_agent.work import ModelledCost
 from fleet.config import FleetConfig, FleetTask
 from fleet.run import done
 from fleet.world import World, build_world
+from proto.adapter import merge_tiers
 from proto.bus import Delivery
 from proto.codec import decode
 from proto.memory_bus import MemoryBus
-from proto.messages import FaultCommand, RoundAnnouncement, TaskBudget
+from proto.messages import FaultCommand, RoundAnnouncement, RoundTier, TaskBudget
 
 pytestmark = pytest.mark.slow
 
@@ -88,10 +89,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for v in world.vehicles:
         v.cost_model = cost
         v.position = leaving_position(world, cx, cy) if v.id == LEAVER else (lambda now: Fix(cx, cy))
-    seen: dict[str, list] = {"round": [], "budget": [], "command": []}
+    seen: dict[str, list] = {"round": [], "budget": [], "command": [], "tier": []}
 
     def tap(d: Delivery) -> None:
-        kind = {"round": RoundAnnouncement, "budget": TaskBudget, "command": FaultCommand}
+        if not d.payload:
+            return  # a cleared retained topic
+        kind = {"round": RoundAnnouncement, "budget": TaskBudget, "command": FaultCommand, "tier": RoundTier}
         for name, cls in kind.items():
             if f"/{name}/" in d.topic:
                 dec = decode(d.payload, cls)
@@ -126,7 +129,9 @@ def dense(msg: RoundAnnouncement, tensors: dict) -> torch.Tensor:
 
 def test_global_adapter_changes_between_rounds(run: dict) -> None:
     for task in (HARD, EASY):
-        anns = {m.round: (m, t) for m, t in run["seen"]["round"] if m.task == task}
+        tiers = {(m.round, m.index): t for m, t in run["seen"]["tier"] if m.task == task}
+        anns = {m.round: (m, merge_tiers([tiers[(m.round, ref.index)] for ref in m.tiers]) if m.tiers else {})
+                for m, _ in run["seen"]["round"] if m.task == task}
         assert sorted(anns) == [0, 1, 2]
         assert anns[0][0].rank == 0  # round 0: nothing aggregated yet
 

@@ -20,6 +20,7 @@ from proto.messages import (
     Message,
     Position,
     RoundAnnouncement,
+    RoundTier,
     TaskBudget,
     TaskStats,
     UpdateReport,
@@ -70,6 +71,7 @@ SAMPLES: dict[str, Message] = {
         layers=["encoder.layer.0.attention.self.query"],
         participants=["veh-1", "veh-2"],
     ),
+    "round_tier": RoundTier(sender="rsu_1", seq=8, task="sst2", round=3, index=1, first=3, last=4),
     "update": VehicleUpdate(sender="veh-1", seq=9, task="sst2", round=3, rsu="rsu_1", lora_alpha=16.0, report=REPORT),
     "task_stats": TaskStats(
         sender="rsu_1",
@@ -119,7 +121,7 @@ def test_each_model_carries_its_kind_and_the_schema_version(cls: type[Message]) 
     msg = SAMPLES[cls.KIND]
     dumped = json.loads(msg.model_dump_json())
     assert dumped["kind"] == cls.KIND
-    assert dumped["v"] == SCHEMA_VERSION == 1
+    assert dumped["v"] == SCHEMA_VERSION == 2
 
 
 @pytest.mark.parametrize("kind", sorted(SAMPLES))
@@ -153,7 +155,7 @@ def test_messages_are_frozen() -> None:
         SAMPLES["budget"].round = 9  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("v", [0, 2, "1", 1.0, True, None])
+@pytest.mark.parametrize("v", [0, 1, 3, "2", 2.0, True, None])
 def test_any_other_schema_version_is_rejected(v: object) -> None:
     obj = json.loads(SAMPLES["status"].model_dump_json())
     obj["v"] = v
@@ -228,5 +230,5 @@ def test_closed_vocabularies_reject_other_words(field: str, value: str) -> None:
         cls.model_validate(data)
 
 
-def test_tensor_kinds_are_exactly_round_update_and_handoff() -> None:
-    assert {m.KIND for m in ALL_MESSAGES if m.HAS_TENSORS} == {"round", "update", "handoff"}
+def test_tensor_kinds_are_exactly_round_tier_update_and_handoff() -> None:
+    assert {m.KIND for m in ALL_MESSAGES if m.HAS_TENSORS} == {"round", "round_tier", "update", "handoff"}

@@ -86,7 +86,11 @@ def test_round_closes_at_the_deadline_without_the_missing_vehicle(rig):
     rig.advance(106.0)
     dec = rig.messages(Channel.ROUND, RoundAnnouncement)[-1]
     assert dec.msg.round == 1 and dec.msg.rank == 4
-    assert set(dec.tensors) == {"q.U", "q.S", "q.Vt", "v.U", "v.S", "v.Vt", "head.weight", "head.bias"}
+    assert dec.tensors == {}  # the adapter travels in rank tiers, cut at the candidate ranks: 1-2, 3-4
+    assert [(t.index, t.first, t.last) for t in dec.msg.tiers] == [(0, 1, 2), (1, 3, 4)]
+    merged = rig.global_tensors(1)
+    assert set(merged) == {"q.U", "q.S", "q.Vt", "v.U", "v.S", "v.Vt", "head.weight", "head.bias"}
+    assert merged["q.U"].shape[1] == 4 and merged["q.Vt"].shape[0] == 4
 
 
 def test_duplicate_and_late_updates_are_counted_never_double_counted(rig):

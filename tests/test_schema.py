@@ -53,7 +53,7 @@ def test_each_schema_pins_kind_and_version_and_requires_the_identity_fields(cls:
     schema = json.loads((COMMITTED_DIR / f"{cls.KIND}.schema.json").read_text())
     props = schema["properties"]
     assert props["kind"]["const"] == cls.KIND
-    assert props["v"]["const"] == 1
+    assert props["v"]["const"] == 2
     assert "sender" in schema["required"]
     assert props["seq"]["minimum"] == 0
     # Ids become topic levels, so the schema carries the same alphabet as proto/topics.py.

@@ -19,11 +19,11 @@ from edge_agent.energy.meter import Measurement
 from edge_agent.settings import EdgeSettings, EdgeTaskConfig, PositionConfig
 from edge_agent.work import ModelledCost
 from fedrank.runtime import SimClock
-from proto.adapter import Factored, LoraFactors, pack_factored, pack_lora
+from proto.adapter import Factored, LoraFactors, pack_lora, pack_tier, tier_bounds
 from proto.bus import Delivery
 from proto.codec import decode, encode
 from proto.memory_bus import MemoryBroker, MemoryBus
-from proto.messages import AgentStatus, FaultCommand, Handoff, RoundAnnouncement, VehicleUpdate
+from proto.messages import AgentStatus, FaultCommand, Handoff, RoundAnnouncement, RoundTier, TierRef, VehicleUpdate
 from proto.topics import Role, Topics
 
 T = Topics()
@@ -94,7 +94,10 @@ class FakePolicy:
 class FakeCost:
     """Download 1 s, training 10 s and 2 J per rank, upload 0.5 s and 0.25 J: all labelled model:fake."""
 
+    downloaded: list[int]
+
     def download(self, vehicle: str, payload_bytes: int) -> ModelledCost:
+        self.__dict__.setdefault("downloaded", []).append(payload_bytes)
         return ModelledCost(1.0, 0.0, "model:fake")
 
     def train(self, vehicle: str, task: str, rank: int, steps: int, samples: int) -> ModelledCost:
@@ -147,11 +150,17 @@ class Rig:
         U = torch.linalg.qr(torch.randn(D_OUT, 4))[0]  # (d_out, r)
         Vt = torch.linalg.qr(torch.randn(D_IN, 4))[0].T  # (r, d_in)
         factored = {"q": Factored(U=U, S=torch.tensor([4.0, 3.0, 2.0, 1.0]), Vt=Vt)}
+        bounds = tier_bounds([2, 4, 8], 4)  # components 1-2 and 3-4
+        for k, (first, last) in enumerate(bounds):
+            tier = RoundTier(sender="rsu1", task="t1", round=round_, index=k, first=first, last=last)
+            self.rsu.publish(T.tier("rsu1", "t1", k), encode(tier, pack_tier(factored, {}, first, last, k == 0)),
+                             qos=1, retain=True)
         msg = RoundAnnouncement(sender="rsu1", sent_at=self.clock.now(), seq=round_ + 1, task="t1",
                                 task_type="sentence", round=round_, deadline=deadline, lam=lam, round_budget_j=budget,
                                 ranks=[2, 4, 8], rank=4, lora_alpha=16.0, layers=["q"], participants=list(participants),
-                                last_round_latency_s=last_latency)
-        self.rsu.publish(T.round("rsu1", "t1"), encode(msg, pack_factored(factored, {})), qos=1, retain=retain)
+                                last_round_latency_s=last_latency,
+                                tiers=[TierRef(index=k, first=f, last=la) for k, (f, la) in enumerate(bounds)])
+        self.rsu.publish(T.round("rsu1", "t1"), encode(msg, {}), qos=1, retain=retain)
         return factored
 
     def command(self, action: str, round_: int = 0) -> None:
@@ -187,7 +196,9 @@ def test_listed_round_gives_one_update_with_the_measured_report_and_the_policy_r
     assert sent["q.lora_A"].shape == (2, D_IN) and sent["q.lora_B"].shape == (D_OUT, 2)
     # the learner started from the announced factors; the policy saw the announced lambda
     init = rig.learner.calls[0]["init"]
-    assert torch.equal(init["q"].U, factored["q"].U) and rig.policy.selected_with == [0.5]
+    # a rank-2 vehicle fetched the first tier only: components 1-2 of the announced rank-4 global
+    assert torch.equal(init["q"].U, factored["q"].U[:, :2]) and torch.equal(init["q"].S, factored["q"].S[:2])
+    assert rig.policy.selected_with == [0.5]
     assert rig.policy.updates == []  # scored once the RSU says how long the round took
     rig.announce(1, participants=("veh2",), last_latency=2.5)
     rig.agent.pump()
@@ -240,7 +251,7 @@ def test_round_past_its_deadline_is_ignored(tmp_path: Path) -> None:
 def test_malformed_round_payload_is_counted_as_rejected_and_the_agent_carries_on(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     rig.rsu.publish(T.round("rsu1", "t1"), b"\x00\x01 not a message", qos=1)
-    rig.rsu.publish(T.round("rsu1", "t1"), b'{"kind": "round", "v": 1}', qos=1)  # JSON, but not an announcement
+    rig.rsu.publish(T.round("rsu1", "t1"), b'{"kind": "round", "v": 2}', qos=1)  # JSON, but not an announcement
     rig.agent.pump()
     rejected = {k: v for k, v in rig.agent.counters.items() if k.startswith("rejected_")}
     assert sum(rejected.values()) == 2 and rig.updates == []
@@ -418,3 +429,54 @@ def test_empty_position_file_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text("# nothing\n")
     with pytest.raises(ValueError, match="no fixes"):
         position_source(PositionConfig(kind="file", file=path))
+
+
+# -- rank tiers --------------------------------------------------------------------------------------
+def publish_rank8_global(rig: Rig) -> tuple[dict, list[dict]]:
+    """A rank-8 global in the tiers of ranks [2, 4, 8]: components 1-2, 3-4, 5-8."""
+    torch.manual_seed(7)
+    g = {"q": Factored(U=torch.linalg.qr(torch.randn(D_OUT, 8))[0], S=torch.arange(8, 0, -1).float(),
+                       Vt=torch.randn(8, D_IN))}  # U (d_out, 8), S (8,), Vt (8, d_in)
+    head = {"weight": torch.randn(2, D_IN)}
+    parts = []
+    for k, (first, last) in enumerate(tier_bounds([2, 4, 8], 8)):
+        tensors = pack_tier(g, head, first, last, k == 0)
+        parts.append(tensors)
+        rig.rsu.publish(T.tier("rsu1", "t1", k), encode(RoundTier(sender="rsu1", task="t1", round=0, index=k,
+                                                                 first=first, last=last), tensors), retain=True)
+    ann = RoundAnnouncement(sender="rsu1", task="t1", task_type="sentence", round=0, deadline=100.0, lam=0.0,
+                            round_budget_j=30.0, ranks=[2, 4, 8], rank=8, layers=["q"], participants=["veh1"],
+                            tiers=[TierRef(index=0, first=1, last=2), TierRef(index=1, first=3, last=4),
+                                   TierRef(index=2, first=5, last=8)])
+    rig.rsu.publish(T.round("rsu1", "t1"), encode(ann, {}), retain=True)
+    return g, parts
+
+
+def test_a_rank4_vehicle_fetches_exactly_the_first_two_tiers(tmp_path: Path) -> None:
+    cost = FakeCost()
+    rig = Rig(tmp_path, cost=cost)
+    rig.policy.rank = 4
+    g, parts = publish_rank8_global(rig)
+    rig.advance(11.5)
+    init = rig.learner.calls[0]["init"]["q"]
+    assert torch.equal(init.U, g["q"].U[:, :4]) and torch.equal(init.S, g["q"].S[:4])
+    assert torch.equal(rig.learner.calls[0]["head"]["weight"], parts[0]["head.weight"])
+    want = sum(t.numel() * t.element_size() for p in parts[:2] for t in p.values())
+    assert cost.downloaded == [want]  # tiers 1-2 and 3-4 (with the head), never 5-8
+    assert want < sum(t.numel() * t.element_size() for p in parts for t in p.values())
+    assert "tier_not_needed" not in rig.agent.counters and rig.agent._fetch is None  # tier 5-8 never came
+    assert [u.report.rank for u in rig.updates] == [4]
+
+
+def test_a_round_whose_tiers_never_come_is_given_up_at_its_deadline(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, cost=FakeCost())
+    ann = RoundAnnouncement(sender="rsu1", task="t1", task_type="sentence", round=0, deadline=30.0, lam=0.0,
+                            round_budget_j=30.0, ranks=[2, 4, 8], rank=4, layers=["q"], participants=["veh1"],
+                            tiers=[TierRef(index=0, first=1, last=2), TierRef(index=1, first=3, last=4)])
+    rig.rsu.publish(T.round("rsu1", "t1"), encode(ann, {}), retain=True)
+    rig.advance(10.0)
+    assert rig.status[-1].busy  # fetching counts as busy
+    rig.advance(30.0)
+    assert rig.agent.counters["tier_fetch_timeout"] == 1 and rig.updates == [] and rig.learner.calls == []
+    rig.advance(35.0)
+    assert not rig.status[-1].busy
