@@ -24,8 +24,10 @@ class WireSizes:
     bits: int
 
     def download(self, rank: int) -> int:
-        """The global adapter U (d_out, r_max), S (r_max), Vt (r_max, d_in) of every layer."""
-        return self.bits * self.r_max * sum(d_out + d_in + 1 for d_out, d_in in self.layers.values()) // 8
+        """The rank tiers up to `rank` (cut at the candidate ranks, so exactly `rank` components of a full global):
+        U (d_out, eta), S (eta,), Vt (eta, d_in) of every layer."""
+        n = min(rank, self.r_max)
+        return self.bits * n * sum(d_out + d_in + 1 for d_out, d_in in self.layers.values()) // 8
 
     def upload(self, rank: int) -> int:
         """B (d_out, eta) and A (eta, d_in) of every layer."""
