@@ -54,8 +54,17 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pydantic import ValidationError
+
     console = Console()
-    cfg = _config(args)
+    try:
+        cfg = _config(args)
+    except (ValidationError, ValueError, OSError) as exc:  # before anything is written
+        errors = exc.errors() if isinstance(exc, ValidationError) else None
+        reason = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in errors) if errors else str(exc)
+        logging.getLogger(__name__).error("bad fleet configuration: %s", reason)
+        console.print(f"[red]fedrank fleet: bad configuration:[/] {reason}", highlight=False)
+        return 2
     if args.action == "run":
         if args.broker:
             from fleet.processes import run_processes

@@ -93,3 +93,16 @@ def test_download_energy_is_charged_at_the_vehicles_receive_power() -> None:
     assert down.seconds == pytest.approx(t) and down.joules == pytest.approx(nano.rx_w * t)
     up = cost.upload("v", 1_000_000)  # and the upload at the channel's one transmit power, rate and energy alike
     assert up.joules == pytest.approx(channel.p_tx_w * 8e6 / rate_bps(200.0, channel))
+
+
+@pytest.mark.parametrize("bad", [{"channel": "wifi"}, {"channel": {"p_tx_w": 0}}, {"lora_targets": "qkv"}])
+def test_the_cli_refuses_a_bad_fleet_config_naming_the_field_and_writes_nothing(tmp_path, capsys, bad) -> None:
+    import json
+
+    from fedrank.cli import main
+
+    cfg = tmp_path / "bad.json"
+    cfg.write_text(json.dumps(bad))
+    assert main(["fleet", "run", "--quick", "--config", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
+    assert next(iter(bad)) in capsys.readouterr().out

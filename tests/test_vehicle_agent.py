@@ -480,3 +480,15 @@ def test_a_round_whose_tiers_never_come_is_given_up_at_its_deadline(tmp_path: Pa
     assert rig.agent.counters["tier_fetch_timeout"] == 1 and rig.updates == [] and rig.learner.calls == []
     rig.advance(35.0)
     assert not rig.status[-1].busy
+
+
+def test_a_modelled_download_costs_the_vehicle_its_receive_energy(tmp_path: Path) -> None:
+    class ReceivingCost(FakeCost):
+        def download(self, vehicle: str, payload_bytes: int) -> ModelledCost:
+            return ModelledCost(1.0, 0.3, "model:fake")  # 1 s at a 0.3 W receive power
+
+    rig = Rig(tmp_path, cost=ReceivingCost())
+    rig.announce(0)
+    rig.advance(11.5)
+    # rank 4: download 0.3 J + train 2 * 4 J + upload 0.25 J
+    assert rig.updates[0].report.joules == pytest.approx(0.3 + 8.0 + 0.25)
