@@ -83,7 +83,8 @@ class FleetCosting:
         at = self._at(self.cfg.rsu_radius_m / 2)
         slowest = max(self.seconds(v, mid, at) for v in self.devices)
         per_round = max(1, math.ceil(self.cfg.vehicles / (len(self.cfg.tasks) * self.cfg.rsus)))
-        agg = aggregation_flops([mid] * per_round, self.layers, self.wire.r_max, self.aggregator) / RSU_FLOPS
+        # the exact (svd) aggregation whatever the policy, so that every compared policy gets the same reference
+        agg = aggregation_flops([mid] * per_round, self.layers, self.wire.r_max, "svd") / RSU_FLOPS
         return slowest + agg
 
     def reference_round_budget(self, members: list[str]) -> float:

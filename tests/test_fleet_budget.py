@@ -78,3 +78,9 @@ def test_tau_ref_is_independent_of_the_round_timeout_and_can_be_configured() -> 
     c = costing()
     assert short > c.cost.train("nano", "t", 8, 10, 0).seconds
     assert costing(tau_ref_s=7.5).tau_ref_s() == 7.5
+
+
+def test_tau_ref_is_the_same_for_every_compared_policy() -> None:
+    c = costing()
+    het = FleetCosting(c.cfg, c.cost, c.devices, LAYERS, "het")
+    assert het.tau_ref_s() == c.tau_ref_s()
