@@ -282,8 +282,11 @@ class RsuAgent(Agent):
             return
         budget = None
         if self.round_budget is not None:
-            budget = self.round_budget(task, parts, tr.meta.budget_j)
-            if not (math.isfinite(budget) and budget > 0):
+            try:
+                budget = float(self.round_budget(task, parts, tr.meta.budget_j))
+            except (ValueError, KeyError) as exc:  # the round still opens, at the task's budget
+                log.error("task %s: sizing the round budget failed (%s); the task budget stands", task, exc)
+            if budget is not None and not (math.isfinite(budget) and budget > 0):
                 log.error("task %s: sized round budget %r J unusable; the task budget stands", task, budget)
                 budget = None
         ann, tiers = tr.open(parts, now, self.id, budget)
