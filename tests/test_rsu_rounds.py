@@ -185,3 +185,24 @@ def test_aggregation_time_is_on_the_clock_and_in_the_next_announcement(rig):
     rig.advance(4.0 + 1.5 + 5.0)
     nxt = rig.messages(Channel.ROUND, RoundAnnouncement)[-1].msg
     assert nxt.round == 1 and nxt.last_round_latency_s == pytest.approx(4.5)
+
+
+def test_a_round_budget_hook_sizes_each_round_from_the_invited_vehicles(rig):
+    seen = []
+
+    def sized(task: str, invited: list[str], cloud_j: float | None) -> float:
+        seen.append((task, invited, cloud_j))
+        return 10.0 * len(invited)
+
+    rig.agent.round_budget = sized
+    ann = open_round(rig, vehicles=("v1", "v2", "v3"))
+    assert ann.round_budget_j == 30.0 and seen == [("t1", ["v1", "v2", "v3"], None)]
+    assert rig.agent.tasks["t1"].pending.budget_j == 30.0  # the dual step prices against what was announced
+
+
+def test_a_failing_round_budget_hook_leaves_the_task_budget(rig):
+    def broken(task: str, invited: list[str], cloud_j: float | None) -> float:
+        raise ValueError("no profile for v1")
+
+    rig.agent.round_budget = broken
+    assert open_round(rig).round_budget_j == 100.0
