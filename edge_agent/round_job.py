@@ -1,9 +1,11 @@
-"""A vehicle's round job: choose a rank -> train -> report -> learn (DESIGN.md "one round", PAPER.md sections 1-3, 6).
+"""A vehicle's round job: choose -> fetch the rank tiers -> train -> report -> learn (DESIGN.md "one round",
+docs/algorithms.md sections 1-3, 6).
 
 `RoundJobs` is the part of `edge_agent.agent.VehicleAgent` that works on one round; the agent's message handling
 (inbox, topics, status) calls into it with an accepted announcement, a fault-tolerance command or a handoff.
 In the field the work is measured and runs now; with a `CostModel` (the fleet) its latency and energy are
-modelled and the round completes later on the clock.
+modelled and the round completes later on the clock. What the policy learns, and when, is in
+`edge_agent.scoring`; which tiers a rank needs is in `edge_agent.tiers`.
 """
 
 from __future__ import annotations
@@ -15,15 +17,19 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edge_agent.bandit import Arm, BanditError, Decision, Observation, arm_set, local_steps
+from edge_agent.scoring import RoundScoring
 from edge_agent.settings import EdgeSettings
+from edge_agent.tiers import TierFetch, tiers_needed
 from edge_agent.work import CostModel, ModelledCost
-from fedrank.runtime import Timers
+from fedrank.runtime import Inbox, Timers
 from proto.bus import Bus, BusError
 from proto.codec import encode
-from proto.messages import FaultCommand, Handoff, RoundAnnouncement, UpdateReport, VehicleUpdate
+from proto.errors import PayloadRejected
+from proto.messages import FaultCommand, Handoff, RoundAnnouncement, RoundTier, UpdateReport, VehicleUpdate
 from proto.topics import Topics
 
 log = logging.getLogger(__name__)
+
 
 class Learner(Protocol):
     """One task's local training on this vehicle (edge_agent.learner builds the real one)."""
@@ -62,11 +68,11 @@ class Job:
     modelled_down: ModelledCost | None = None
     modelled_train: ModelledCost | None = None
     result: Any = None
-    state: str = "training"  # training -> trained -> done
+    state: str = "training"  # (fetching ->) training -> trained -> done
     token: int = 0
 
 
-class RoundJobs:
+class RoundJobs(RoundScoring):
     """The round job of the vehicle agent (a mixin: the agent provides the attributes annotated here)."""
 
     s: EdgeSettings
@@ -74,6 +80,7 @@ class RoundJobs:
     bus: Bus
     topics: Topics
     timers: Timers
+    inbox: Inbox
     clock: Any
     metrics: Any
     learner_for: Callable[[str], Learner]
@@ -82,6 +89,7 @@ class RoundJobs:
     cost_model: CostModel | None
     interrupt: threading.Event
     job: Job | None
+    _fetch: TierFetch | None  # the rank tiers the current round still needs
     done_rounds: dict[str, int]
     history: list[dict]
     _policies: dict[str, Any]
@@ -101,7 +109,7 @@ class RoundJobs:
     # -- rounds ---------------------------------------------------------------------------------------
     def _on_round(self, msg: RoundAnnouncement, tensors: dict, rsu: str) -> None:
         """A round `_wants_round` accepted (ours, listed, not done before)."""
-        from proto.adapter import split_head, unpack_factored
+        from proto.adapter import split_head
 
         key = f"{rsu}/{msg.task}"
         if self.job is not None and self.job.state != "done":
@@ -113,10 +121,8 @@ class RoundJobs:
         if msg.deadline <= self.clock.now():
             self._count("round_past_deadline")
             return
-        if msg.rank > 0:
-            init, head = unpack_factored(tensors, msg.layers)
-        else:  # round 0: peft's own init; a head may already exist
-            init, head = None, split_head(tensors)[1]
+        if msg.rank > 0 and not msg.tiers:
+            raise PayloadRejected("bad_layers", f"round {msg.round}: a rank-{msg.rank} global without tiers")
         # The arms are this announcement's candidates (each RSU and round says its own), minus what cannot fit.
         offered = [a for a in arm_set(msg.ranks, msg.work) if self.s.max_rank is None or a.rank <= self.s.max_rank]
         offered = offered or arm_set([min(msg.ranks)], msg.work)
@@ -134,12 +140,56 @@ class RoundJobs:
         self.metrics.set_lambda(msg.task, msg.lam)
         self.done_rounds[key] = msg.round
         self._persist()
-        payload_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
-        self._begin(Job(rsu=rsu, task=msg.task, round=msg.round, rank=arm.rank, alpha=msg.lora_alpha, lam=msg.lam,
-                        budget_j=msg.round_budget_j, n_participants=n, started=self.clock.now(), init=init,
-                        head=head or None, steps=local_steps(arm, self.s.local_steps), work=arm.work, share_j=share,
-                        down_s=payload_bytes * self._link_s_per_byte),
-                    payload_bytes=payload_bytes)
+        job = Job(rsu=rsu, task=msg.task, round=msg.round, rank=arm.rank, alpha=msg.lora_alpha, lam=msg.lam,
+                  budget_j=msg.round_budget_j, n_participants=n, started=self.clock.now(), init=None, head=None,
+                  steps=local_steps(arm, self.s.local_steps), work=arm.work, share_j=share)
+        if msg.rank == 0:  # round 0 (or a global that aggregated to rank 0): peft's own init, a head may exist
+            job.head = split_head(tensors)[1] or None
+            payload_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
+            job.down_s = payload_bytes * self._link_s_per_byte
+            self._begin(job, payload_bytes=payload_bytes)
+            return
+        job.state = "fetching"  # busy from now: the tiers up to our rank come next
+        self.job = job
+        fetch = self._fetch = TierFetch(rsu, msg, tiers_needed(msg, arm.rank))
+        for ref in fetch.need:  # retained: each arrives at once, into the inbox
+            fetch.unsubscribe.append(self.inbox.subscribe(self.bus, self.topics.tier(rsu, msg.task, ref.index)))
+        self.timers.schedule(msg.deadline, lambda: self._fetch_failed(fetch, "tier_fetch_timeout"))
+
+    def _on_tier(self, msg: RoundTier, tensors: dict, rsu: str) -> None:
+        """One rank tier of the global adapter; the last one needed starts the round's work."""
+        from proto.adapter import unpack_factored
+
+        fetch = self._fetch
+        if fetch is None or not fetch.belongs(rsu, msg):
+            self._count("tier_not_needed")  # another round's, or a tier above our rank
+            return
+        if not fetch.add(msg, tensors):
+            return
+        try:
+            init, head = unpack_factored(fetch.merged(), fetch.ann.layers)
+        except PayloadRejected:
+            self._fetch_failed(fetch, "tier_bad")
+            raise
+        self._fetch = None
+        fetch.close()
+        job = self.job
+        assert job is not None and job.state == "fetching"
+        job.init, job.head, job.state = init, head or None, "training"
+        job.down_s = fetch.nbytes * self._link_s_per_byte  # field: estimated from the last measured link rate
+        self._begin(job, payload_bytes=fetch.nbytes)
+
+    def _fetch_failed(self, fetch: TierFetch, reason: str) -> None:
+        """Give the round up: its tiers did not come (or did not fit together), or a command stopped it."""
+        if self._fetch is not fetch:
+            return  # already complete
+        self._fetch = None
+        fetch.close()
+        self._count(reason)
+        log.warning("round %s/%s from %s given up while fetching its tiers: %s", fetch.ann.task, fetch.ann.round,
+                    fetch.rsu, reason)
+        if self.job is not None and self.job.state == "fetching":
+            self.job.state, self.job.token = "done", -1
 
     def _policy(self, task: str) -> Any:
         """One policy per task; it learns from every RSU's rounds, the candidate set comes with each round."""
@@ -204,6 +254,9 @@ class RoundJobs:
         if job.state == "done":
             self._count("command_too_late")
             return
+        if job.state == "fetching" and self._fetch is not None:  # nothing trained yet: nothing to send
+            self._fetch_failed(self._fetch, f"command_{cmd.action}_while_fetching")
+            return
         self._count(f"command_{cmd.action}")
         log.info("round %s/%s: RSU %s says %s (exit in %.1f s)", job.task, job.round, rsu, cmd.action, cmd.exit_in_s,
                  extra={"task": job.task, "round": job.round})
@@ -228,15 +281,15 @@ class RoundJobs:
             return
         if job.state == "training" and job.modelled_train is not None:  # modelled: as far as the clock got
             f = self._progress(job)
-            down = job.modelled_down.seconds if job.modelled_down else 0.0
-            seconds, joules = down + job.modelled_train.seconds * f, job.modelled_train.joules * f
+            down, down_j = (job.modelled_down.seconds, job.modelled_down.joules) if job.modelled_down else (0.0, 0.0)
+            seconds, joules = down + job.modelled_train.seconds * f, down_j + job.modelled_train.joules * f
         elif job.result is not None:  # field: training was stopped at a safe point and measured
             f = min(1.0, job.result.steps / job.steps)
             seconds, joules = job.down_s + float(job.result.train_s), float(job.result.energy.joules)
         else:
             return
         if f > 0:
-            self._observe(job, Observation(None, seconds, joules, done=f))
+            self._observe(job.task, job.round, Arm(job.rank, job.work), Observation(None, seconds, joules, done=f))
 
     def _progress(self, job: Job) -> float:
         down = job.modelled_down.seconds if job.modelled_down else 0.0
@@ -273,8 +326,9 @@ class RoundJobs:
             down = job.modelled_down.seconds if job.modelled_down else 0.0
             probe = encode(self._update(job, 0.0, "model", False, train.seconds, 0.0, down, probe=True), tensors,
                            self.s.wire_dtype)
-            up = self.cost_model.upload(self.id, len(probe))
-            joules, source, measured = train.joules + up.joules, train.source, False
+            up = self.cost_model.upload(self.id, len(probe))  # airtime with the cell to itself
+            down_j = job.modelled_down.joules if job.modelled_down else 0.0  # at the vehicle's receive power
+            joules, source, measured = down_j + train.joules + up.joules, train.source, False
             train_s, up_s = train.seconds, up.seconds
             wall = down + train_s + up_s
         else:
@@ -293,8 +347,8 @@ class RoundJobs:
                          self.s.wire_dtype)
         topic = self.topics.update(self.id, job.rsu, job.task)
         job.state = "done"  # whatever the link does next, this round's work is over
-        if self.cost_model is not None:
-            self.timers.schedule(self.clock.now() + up_s, lambda: self._send(topic, payload, job))
+        if self.cost_model is not None:  # the cell's uplink is shared: when it arrives is the link's business
+            self.cost_model.transmit(self.id, job.rsu, len(payload), lambda: self._send(topic, payload, job))
         else:
             t0 = self.clock.now()
             if self._send(topic, payload, job):
@@ -304,9 +358,11 @@ class RoundJobs:
                 wall = job.down_s + float(res.train_s) + up_s
         self._learn(job, joules, wall)
         self.metrics.energy_spent(job.task, joules, source)
-        self.history.append({"task": job.task, "round": job.round, "rank": job.rank, "work": job.work,
-                             "joules": joules,
-                             "energy_source": source, "wall_s": wall, "local_accuracy": res.local_accuracy,
+        self.history.append({"rsu": job.rsu, "task": job.task, "round": job.round, "rank": job.rank,
+                             "work": job.work, "joules": joules,
+                             "down_s": job.modelled_down.seconds if job.modelled_down else job.down_s,
+                             "train_s": train_s, "up_s": up_s, "energy_source": source, "wall_s": wall,
+                             "local_accuracy": res.local_accuracy,
                              "partial": bool(res.partial), "migrated_from": job.migrated_from, "bytes": len(payload)})
 
     def _send(self, topic: str, payload: bytes, job: Job) -> bool:
@@ -335,25 +391,3 @@ class RoundJobs:
                                 loss=max(0.0, float(res.loss)), steps=int(res.steps), partial=bool(res.partial),
                                 migrated_from=job.migrated_from),
         )
-
-    def _learn(self, job: Job, joules: float, wall: float) -> None:
-        """Feed the round's accuracy, seconds and joules to the policy (docs/algorithms.md section 3).
-
-        A round cut short (early upload, migration source) teaches energy and latency weighted by the work done
-        and no accuracy; a round this vehicle continued for another (migration target) was not its choice.
-        """
-        if job.migrated_from is not None:
-            return
-        res = job.result
-        if res.partial:
-            obs = Observation(None, wall, joules, done=min(1.0, max(1, int(res.steps)) / job.steps))
-        else:
-            obs = Observation(min(1.0, max(0.0, float(res.local_accuracy))), wall, joules)
-        self._observe(job, obs)
-
-    def _observe(self, job: Job, obs: Observation) -> None:
-        try:
-            self._policy(job.task).update(Arm(job.rank, job.work), obs)
-        except BanditError as exc:
-            self._count("learn_rejected")
-            log.warning("round %s/%s: not learned: %s", job.task, job.round, exc.reason)

@@ -7,6 +7,7 @@ the modelled latency on the (simulated) clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,3 +29,7 @@ class CostModel(Protocol):
     def train(self, vehicle: str, task: str, rank: int, steps: int, samples: int) -> ModelledCost: ...
 
     def upload(self, vehicle: str, payload_bytes: int) -> ModelledCost: ...
+
+    def transmit(self, vehicle: str, rsu: str, payload_bytes: int, deliver: Callable[[], None]) -> None:
+        """Carry an upload to `rsu` on the clock and call `deliver()` when it has arrived (the link may be shared,
+        so when is the link's business)."""

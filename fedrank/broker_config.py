@@ -137,6 +137,7 @@ def acl_file(p: BrokerPlan) -> str:
             f"{kind} write {r}/status/vehicle/{who}",  # its status and its will
             f"{kind} write {r}/vehicle/{who}/update/+/+",  # its updates to any RSU, any task
             f"{kind} read {r}/rsu/+/round/+",  # announcements of every RSU
+            f"{kind} read {r}/rsu/+/tier/+/+",  # the global adapters' rank tiers
             f"{kind} read {r}/rsu/+/command/{who}",  # commands for it only
             f"{kind} read {r}/rsu/+/handoff/{who}",  # adapters migrated to it only
         ]
@@ -154,6 +155,7 @@ def acl_file(p: BrokerPlan) -> str:
             "", f"# RSU {rsu}", f"user {rsu}",
             f"topic write {r}/status/rsu/{rsu}",
             f"topic readwrite {r}/rsu/{rsu}/round/+",  # it may read its retained announcements back
+            f"topic readwrite {r}/rsu/{rsu}/tier/+/+",  # and its rank tiers
             f"topic write {r}/rsu/{rsu}/stats/+",
             f"topic write {r}/rsu/{rsu}/command/+",
             f"topic write {r}/rsu/{rsu}/handoff/+",

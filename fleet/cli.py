@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--policies", help="comma-separated subset of ucb-dual,homolora,hetlora,flexlora")
             p.add_argument("--vehicles", help="comma-separated fleet sizes for the scalability sweep, e.g. 10,30,50")
             p.add_argument("--no-ablations", action="store_true")
+            p.add_argument("--channels", help="comma-separated channel presets (paper,dsrc,cv2x,nr5g): one "
+                                              "comparison per preset and channels.md, instead of the plain compare")
             p.add_argument("--regret", action="store_true",
                            help="also run every fixed rank and report UCB-DUAL's regret against the best")
     p = sub.add_parser("report", help="rebuild a run's plots and report.md from its metrics.jsonl")
@@ -77,6 +79,7 @@ def _seeds(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
     from rich.console import Console
 
     from fleet.terminal import log_to_file, quiet_third_party
@@ -84,7 +87,14 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     if args.action == "report":
         return report(args.dir, console)
-    cfg = _config(args)
+    try:
+        cfg = _config(args)
+    except (ValidationError, ValueError, OSError) as exc:  # before anything is written
+        errors = exc.errors() if isinstance(exc, ValidationError) else None
+        reason = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in errors) if errors else str(exc)
+        logging.getLogger(__name__).error("bad fleet configuration: %s", reason)
+        console.print(f"[red]fedrank fleet: bad configuration:[/] {reason}", highlight=False)
+        return 2
     if args.action == "run" and args.broker:  # the daemons log for themselves; this process only watches
         logging.basicConfig(level=(args.log_level or "WARNING").upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -107,6 +117,12 @@ def run(args: argparse.Namespace) -> int:
 
     policies = args.policies.split(",") if args.policies else None
     seeds = [args.seed] if args.seed is not None and args.seeds == "0,1,2" else _seeds(args.seeds)
+    if args.channels:
+        from fleet.compare import channels
+
+        channels(cfg, args.out, args.channels.split(","), policies, console, seeds=seeds)
+        console.print(f"wrote {args.out}/channels.md and one comparison per preset")
+        return 0
     compare(cfg, args.out, policies, ablations=not args.no_ablations, console=console, seeds=seeds)
     if args.regret:
         r = regret(cfg, args.out / "regret", console)

@@ -19,7 +19,8 @@ from fleet.terminal import RunProgress
 
 COMPARE_KEYS = ("per_task_accuracy", "avg_accuracy", "mean_round_latency_s", "energy_j", "budget_j", "spend_ratio",
                 "lam_max", "violation_j",
-                "bytes_on_wire", "majority_baseline", "rank_counts", "ft_decisions", "cumulative_reward", "sources")
+                "bytes_on_wire", "majority_baseline", "rank_counts", "ft_decisions", "cumulative_reward", "sources",
+                "spend_per_task", "latency_breakdown_s", "tau_ref_s", "bytes_by_kind", "bytes_to_vehicles_by_kind")
 ABLATIONS = {
     "ucb-dual-no-trifeedback": {"tri_feedback": False},
     "ucb-dual-no-ft": {"fault_tolerance": False},
@@ -68,11 +69,12 @@ def markdown_table(results: dict[str, dict[str, Any]], base: FleetConfig) -> str
     acc_label = "surrogate acc" if surrogate else "acc"
     ref = next(iter(results), "")
     head = ["policy", *[f"{t} {acc_label}" for t in tasks], f"avg {acc_label}", f"Δ avg {acc_label} vs {ref}",
-            "mean round latency (s)", "energy (J)", "spend / budget", "max λ", "budget violation (J)",
-            "MB on wire"]
+            "mean round latency (s)", "energy (J)", "spend / budget", *[f"{t} spend / budget" for t in tasks],
+            "max λ", "budget violation (J)", "MB on wire"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
         ci = r.get("ci95", {})
+        spend = r.get("spend_per_task") or {}
         row = [name, *[fmt_ci(r["per_task_accuracy"].get(t, math.nan), r.get("per_task_ci95", {}).get(t, math.nan))
                        for t in tasks],
                fmt_ci(r["avg_accuracy"], ci.get("avg_accuracy", math.nan)),
@@ -80,6 +82,8 @@ def markdown_table(results: dict[str, dict[str, Any]], base: FleetConfig) -> str
                fmt_ci(r["mean_round_latency_s"], ci.get("mean_round_latency_s", math.nan), ".2f"),
                fmt_ci(r["energy_j"], ci.get("energy_j", math.nan), ".3g"),
                fmt_ci(r.get("spend_ratio", math.nan), ci.get("spend_ratio", math.nan), ".3f"),
+               *[fmt_ci(spend.get(t, {}).get("ratio", math.nan), spend.get(t, {}).get("ratio_ci95", math.nan), ".3f")
+                 for t in tasks],
                fmt_ci(r.get("lam_max", math.nan), ci.get("lam_max", math.nan), ".2f"),
                fmt_ci(r["violation_j"], ci.get("violation_j", math.nan), ".3g"),
                fmt_ci(r["bytes_on_wire"] / 1e6, ci.get("bytes_on_wire", math.nan) / 1e6, ".1f")]
@@ -132,7 +136,7 @@ def over_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"seeds": list(per_seed), "runs": {str(s): r for s, r in per_seed.items()}, "ci95": {}}
     for key in ("avg_accuracy", "mean_round_latency_s", "energy_j", "budget_j", "spend_ratio", "lam_max",
                 "violation_j", "bytes_on_wire", "cumulative_reward"):
-        out[key], out["ci95"][key] = mean_ci95([_num(r[key]) for r in runs])
+        out[key], out["ci95"][key] = mean_ci95([_num(r.get(key)) for r in runs])  # NaN where a run lacks it
     tasks = list(runs[0]["per_task_accuracy"])
     pt = {t: mean_ci95([_num(r["per_task_accuracy"].get(t)) for r in runs]) for t in tasks}
     out["per_task_accuracy"] = {t: m for t, (m, _) in pt.items()}
@@ -145,11 +149,31 @@ def over_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
             for k, v in r[key].items():
                 total[k] = total.get(k, 0) + v
         out[key] = total
+    out.update(_means_of_breakdowns(runs))
     out["sources"] = runs[0]["sources"]
     surrogate = "surrogate" in str(out["sources"].get("accuracy", ""))
     ses = [average_accuracy_se({t: (_num(r["per_task_accuracy"].get(t)), int(n))
                                 for t, n in (r.get("test_examples") or {}).items()}) for r in runs]
     out["test_se"] = math.nan if surrogate else mean_ci95(ses)[0]
+    return out
+
+
+def _means_of_breakdowns(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-task spend/budget (mean ± CI of the ratio), the latency breakdown, tau_ref and bytes by kind: means over
+    the seeds of what each run's summary has (older summaries without them give empty dicts / NaN)."""
+    out: dict[str, Any] = {"spend_per_task": {}}
+    tasks = {t for r in runs for t in (r.get("spend_per_task") or {})}
+    for t in sorted(tasks):
+        rows = [(r.get("spend_per_task") or {}).get(t, {}) for r in runs]
+        ratio, half = mean_ci95([_num(x.get("ratio")) for x in rows])
+        out["spend_per_task"][t] = {"ratio": ratio, "ratio_ci95": half,
+                                    "energy_j": mean_ci95([_num(x.get("energy_j")) for x in rows])[0],
+                                    "budget_j": mean_ci95([_num(x.get("budget_j")) for x in rows])[0]}
+    for key in ("latency_breakdown_s", "bytes_by_kind", "bytes_to_vehicles_by_kind"):
+        kinds = sorted({k for r in runs for k in (r.get(key) or {})})
+        out[key] = {k: mean_ci95([_num((r.get(key) or {}).get(k, 0 if key != "latency_breakdown_s" else None))
+                                  for r in runs])[0] for k in kinds}
+    out["tau_ref_s"] = mean_ci95([_num(r.get("tau_ref_s")) for r in runs])[0]
     return out
 
 
@@ -188,3 +212,50 @@ def regret(base: FleetConfig, out: Path, console: Console | None = None) -> dict
                       + ("from the labelled surrogate, not measured" if base.learner == "surrogate" else "measured")}
     (out / "regret.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     return result
+
+
+def channels(base: FleetConfig, out: Path, presets: list[str], policies: list[str] | None = None,
+             console: Console | None = None,
+             seeds: Sequence[int] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """`compare` once per channel preset (no ablations, the same seeds), and `channels.md`: one table per preset."""
+    results = {}
+    for preset in presets:
+        if console is not None:
+            console.rule(f"[bold]channel {preset}")
+        results[preset] = compare(base.model_copy(update={"channel": preset}), out / preset, policies,
+                                  ablations=False, console=console, seeds=seeds)
+    (out / "channels.md").write_text(channel_tables(results, base))
+    return results
+
+
+def channel_tables(results: dict[str, dict[str, dict[str, Any]]], base: FleetConfig) -> str:
+    """Per preset: mean round latency and its breakdown, spend/budget, bytes on the wire (by kind)."""
+    surrogate = base.learner == "surrogate"
+    lines: list[str] = []
+    for preset, runs in results.items():
+        lines += [f"#### channel `{preset}`", "",
+                  "| policy | mean round latency (s) | download | train | upload | wait | aggregate | spend / budget "
+                  "| MB published | global adapter delivered to vehicles (MB) | avg acc"
+                  + (" (SURROGATE)" if surrogate else "") + " |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for name, r in runs.items():
+            b = r.get("latency_breakdown_s", {})
+            kinds = r.get("bytes_to_vehicles_by_kind", {})
+            glob = kinds.get("round", 0) + kinds.get("tier", 0)
+            ci = r.get("ci95", {})
+            ratio = r.get("spend_ratio", r["energy_j"] / r["budget_j"] if r.get("budget_j") else math.nan)
+            lines.append("| " + " | ".join([
+                name, fmt_ci(r["mean_round_latency_s"], ci.get("mean_round_latency_s", math.nan), ".2f"),
+                *[_f(b.get(k, math.nan), ".2f") for k in ("download", "train", "upload", "wait", "aggregate")],
+                fmt_ci(ratio, ci.get("spend_ratio", math.nan), ".2f"), _f(r["bytes_on_wire"] / 1e6, ".1f"),
+                _f(glob / 1e6, ".1f"), fmt_ci(r["avg_accuracy"], ci.get("avg_accuracy", math.nan))]) + " |")
+        lines.append("")
+    lines.append("Latency, energy and bytes: modelled on the simulated clock (device profiles, FLOP model, channel "
+                 "preset, shared cell uplink, modelled RSU aggregation). MB published: every message once, as the "
+                 "broker receives it; delivered: every copy the broker sent to a vehicle (announcements, rank tiers). "
+                 "Means over the seeds (± the 95 % CI half-width where shown). "
+                 "Breakdown: the slowest vehicle's download / train / solo upload airtime, the rest of the round "
+                 "(cell sharing, deadline waits) and aggregation. "
+                 + ("Accuracy: SURROGATE learning curve (fleet/surrogate.py), not measured." if surrogate
+                    else "Accuracy: measured on each task's test split."))
+    return "\n".join(lines) + "\n"

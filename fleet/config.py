@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge_agent.model import resolve_targets
+from fleet.sim.channel import ChannelConfig, resolve_channel
 from fleet.sim.sumo import SumoMobility
 
 Policy = Literal["ucb-dual", "homolora", "hetlora", "flexlora", "fixed-rank"]
@@ -31,7 +33,11 @@ class FleetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: int = Field(0, description="one seed for data, partitions, trajectories and adapter init")
-    model: Literal["minilm", "tiny"] = Field("minilm", description="packaged MiniLM-L6, or a tiny random BERT")
+    model: Literal["minilm", "tiny", "bert-base-shape"] = Field(
+        "minilm", description="packaged MiniLM-L6, a tiny random BERT, or BERT-base's shape alone (cost studies "
+                              "with the surrogate learner: no weights)")
+    lora_targets: str | list[str] = Field(
+        "qv", description="LoRA target modules: a preset (qv, qkvo, all-linear) or a list of module names")
     model_dir: Path | None = Field(None, description="a local BERT-family directory instead of the packaged model")
     tasks: list[FleetTask] = Field(default_factory=lambda: list(DEFAULT_TASKS))
     policy: Policy = Field("ucb-dual", description="rank choice + aggregation: ours or a baseline")
@@ -68,8 +74,12 @@ class FleetConfig(BaseModel):
     block_m: float = Field(200.0, gt=0)
     rsu_radius_m: float = Field(350.0, gt=0)
     energy_budget_scale: float = Field(
-        0.8, gt=0, description="global budget as a multiple of the modelled energy of every vehicle at rank 8"
+        0.5, ge=0, description="tightness of each round's budget between the invited vehicles' cheapest (0) and "
+                               "dearest (1) configurations (download + train + upload, modelled); above 1 never binds"
     )
+    tau_ref_s: float | None = Field(
+        None, gt=0, description="the reward's latency reference; unset = the modelled round time of a middle "
+                                "configuration (independent of the round timeout)")
     window_rounds: int = Field(3, ge=1, description="Q: rounds per tri-feedback window")
     tri_feedback: bool = True
     fault_tolerance: bool = True
@@ -81,6 +91,37 @@ class FleetConfig(BaseModel):
     )
     threads: int | None = Field(None, description="torch threads; unset = torch default")
     wire_dtype: Literal["F32", "F16", "BF16"] = "F32"
+    channel: str | dict[str, Any] = Field(
+        "cv2x", description="radio: a preset (paper, dsrc, cv2x, nr5g; fleet/sim/channel.py) or a dict of constants "
+                            "(with an optional 'preset' to start from)")
+
+    @field_validator("channel")
+    @classmethod
+    def _known_channel(cls, v: str | dict[str, Any]) -> str | dict[str, Any]:
+        resolve_channel(v)  # ChannelPresetError (a ValueError) names the preset or the bad constant
+        return v
+
+    @field_validator("lora_targets")
+    @classmethod
+    def _known_targets(cls, v: str | list[str]) -> str | list[str]:
+        resolve_targets(v)  # ValueError naming lora_targets
+        return v
+
+    @model_validator(mode="after")
+    def _shape_needs_surrogate(self) -> FleetConfig:
+        if self.model == "bert-base-shape" and self.learner != "surrogate":
+            raise ValueError("model: 'bert-base-shape' has no weights to train; it needs learner='surrogate'")
+        return self
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The resolved LoRA target modules."""
+        return resolve_targets(self.lora_targets)
+
+    @property
+    def radio(self) -> ChannelConfig:
+        """The resolved channel constants."""
+        return resolve_channel(self.channel)
 
     @classmethod
     def quick(cls, **overrides: object) -> FleetConfig:

@@ -61,7 +61,9 @@ def write_configs(cfg: FleetConfig, out: Path, host: str, port: int) -> dict[str
     from fleet.sim.mobility import RoadGrid
 
     model_dir = resolve_model_dir(cfg, out / "cache")
-    layers = layer_shapes(model_dir)
+    if cfg.model == "bert-base-shape":
+        raise ValueError("model: 'bert-base-shape' has no weights; daemons need a real model")
+    layers = layer_shapes(model_dir, cfg.targets)
     rank_policy, aggregator = POLICY_WIRING[cfg.policy]
     grid = RoadGrid(nx=cfg.grid_blocks + 1, ny=cfg.grid_blocks + 1, block_m=cfg.block_m)
     sites = rsu_layout(cfg, grid)
@@ -102,7 +104,7 @@ def write_configs(cfg: FleetConfig, out: Path, host: str, port: int) -> dict[str
                        "num_partitions": sum(1 for j in range(cfg.vehicles) if cfg.tasks[j % len(cfg.tasks)] == t)}],
             "rank_policy": rank_policy, "local_steps": cfg.local_steps,
             "batch_size": cfg.batch_size, "lr": cfg.lr, "max_length": cfg.max_length, "threads": 1,
-            "seed": cfg.seed, "wire_dtype": cfg.wire_dtype, "device_memory_gb": 8.0,
+            "seed": cfg.seed, "wire_dtype": cfg.wire_dtype, "device_memory_gb": 8.0, "targets": list(cfg.targets),
             "position": {"kind": "fixed", "x": x + 10.0 * (i % 5), "y": y},
         }
         if cfg.homo_rank is not None:  # unset: EdgeSettings' fixed_rank (no modelled budget to size it from here)

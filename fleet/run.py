@@ -163,14 +163,18 @@ def summarise(world: World, records: list[dict[str, Any]], finished: bool) -> di
         per_task[t.name] = sum(r["accuracy"] for r in finals) / len(finals) if finals else math.nan
         if t.task_type == "token" and finals:
             per_task_f1[t.name] = sum(r["entity_f1"] or 0.0 for r in finals) / len(finals)
+    spend = {t.name: {"energy_j": sum(r["energy_j"] for r in records if r["task"] == t.name),
+                      "budget_j": sum(r["budget_j"] for r in records if r["task"] == t.name)} for t in cfg.tasks}
+    for s in spend.values():
+        s["ratio"] = s["energy_j"] / s["budget_j"] if s["budget_j"] > 0 else math.nan
     accs = [a for a in per_task.values() if not math.isnan(a)]
     lat = [r["round_latency_s"] for r in records]
     last = {}
     for r in records:
         last[(r["rsu"], r["task"])] = r
     ranks = [k for r in records for k in r["ranks"]]
-    # the vehicles' own reward weighting (EdgeSettings.w_tau; the fleet sets tau_ref to the round timeout)
-    w_tau, tau_ref = EdgeSettings.model_fields["w_tau"].default, cfg.round_timeout_s
+    # the vehicles' own reward weighting (EdgeSettings.w_tau) and latency reference
+    w_tau, tau_ref = EdgeSettings.model_fields["w_tau"].default, world.tau_ref_s
     reward = sum((r["accuracy"] if not math.isnan(r["accuracy"]) else 0.0) - w_tau * r["round_latency_s"] / tau_ref
                  for r in records)
     ft_counts: dict[str, int] = {}
@@ -191,8 +195,10 @@ def summarise(world: World, records: list[dict[str, Any]], finished: bool) -> di
         "lam_max": max((r["lam"] for r in records), default=0.0),
         "rounds_lam_at_cap": sum(1 for r in records if r["lam"] >= world.rsus[0].tasks[r["task"]].cfg.lam_max),
         "homo_rank": world.homo_rank,
-        "violation_j": sum(r["violation_j"] for r in last.values()),
+        "violation_j": sum(r["violation_j"] for r in last.values()), "spend_per_task": spend,
+        "latency_breakdown_s": latency_breakdown(world), "tau_ref_s": world.tau_ref_s,
         "bytes_on_wire": world.tap.total, "bytes_by_kind": dict(world.tap.bytes_by_kind),
+        "bytes_to_vehicles_by_kind": dict(world.tap.down_by_kind),
         "rank_counts": {str(k): ranks.count(k) for k in sorted(set(ranks))},
         "work_counts": _work_counts(world),
         "ft_decisions": ft_counts, "cumulative_reward": reward, "rounds_recorded": len(records),
@@ -223,6 +229,28 @@ def final_test_examples(world: World, records: list[dict[str, Any]]) -> dict[str
     return out
 
 
+def latency_breakdown(world: World) -> dict[str, float]:
+    """Mean per-round latency split (modelled): the straggler's download / train / upload, the rest of the wait
+    (other uploads sharing the cell, leavers, the deadline) and the RSU's aggregation."""
+    parts = {"download": [], "train": [], "upload": [], "wait": [], "aggregate": [], "round": []}
+    by_round: dict[tuple[str, str, int], list[dict]] = {}
+    for v in world.vehicles:
+        for h in v.history:
+            by_round.setdefault((h.get("rsu", ""), h["task"], h["round"]), []).append(h)
+    for rsu in world.rsus:
+        for rec in rsu.history:
+            hs = by_round.get((rsu.id, rec.task, rec.round), [])
+            slow = max(hs, key=lambda h: h["wall_s"], default=None)
+            down, train, up = ((slow["down_s"], slow["train_s"], slow["up_s"]) if slow else (0.0, 0.0, 0.0))
+            parts["download"].append(down)
+            parts["train"].append(train)
+            parts["upload"].append(up)
+            parts["aggregate"].append(rec.aggregate_s)
+            parts["wait"].append(max(0.0, rec.round_latency_s - rec.aggregate_s - down - train - up))
+            parts["round"].append(rec.round_latency_s)
+    return {k: (sum(v) / len(v) if v else math.nan) for k, v in parts.items()}
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
     table = Table(title=f"fleet summary: {summary['policy']}")
     table.add_column("task")
@@ -230,10 +258,17 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_column("final accuracy (surrogate, not measured)" if surrogate else "final accuracy (measured)",
                      justify="right")
     table.add_column("majority baseline", justify="right")
+    table.add_column("spend / budget (modelled)", justify="right")
+    spend = summary.get("spend_per_task", {})
     for task, acc in summary["per_task_accuracy"].items():
-        table.add_row(task, f"{acc:.3f}", f"{summary['majority_baseline'][task]:.3f}")
-    table.add_row("average", f"{summary['avg_accuracy']:.3f}", "")
-    table.caption = (f"mean round latency {fmt(summary['mean_round_latency_s'])} s (modelled) · energy "
+        s = spend.get(task)
+        table.add_row(task, f"{acc:.3f}", f"{summary['majority_baseline'][task]:.3f}",
+                      f"{fmt(s['energy_j'])} / {fmt(s['budget_j'])} J ({fmt(s['ratio'], 3)})" if s else "")
+    table.add_row("average", f"{summary['avg_accuracy']:.3f}", "", "")
+    b = summary.get("latency_breakdown_s", {})
+    split = " / ".join(f"{k} {fmt(b[k])}" for k in ("download", "train", "upload", "wait", "aggregate") if k in b)
+    table.caption = (f"mean round latency {fmt(summary['mean_round_latency_s'])} s (modelled; straggler's {split} s; "
+                     f"tau_ref {fmt(summary.get('tau_ref_s', math.nan))} s) · energy "
                      f"{fmt(summary['energy_j'])} J vs budget {fmt(summary['budget_j'])} J, spend/budget "
                      f"{fmt(summary['spend_ratio'], 3)}, max λ {fmt(summary['lam_max'], 3)} (modelled) · violation "
                      f"{fmt(summary['violation_j'])} J · "

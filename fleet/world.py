@@ -26,12 +26,14 @@ from edge_agent.trainer import LocalTrainer
 from fedrank.runtime import SimClock
 from fleet.config import FleetConfig
 from fleet.cost import FleetCostModel
+from fleet.costing import FleetCosting
 from fleet.driver import SimDriver
-from fleet.sim.compute import ModelShape
+from fleet.sim.compute import BERT_BASE, ModelShape, bert_layer_shapes
 from fleet.sim.devices import DeviceProfile, get_profile
 from fleet.sim.links import ChannelRates, fleet_channel
 from fleet.sim.mobility import RoadGrid, Trajectory, grid_trajectories
 from fleet.sim.route import route_exit_s
+from fleet.sim.uplink import SharedUplink
 from fleet.surrogate import SurrogateLearner
 from proto.bus import Delivery
 from proto.errors import TopicRejected
@@ -59,7 +61,8 @@ class WireTap:
     """Counts what agents publish (every payload once, as the broker receives it)."""
 
     topics: Topics = field(default_factory=Topics)
-    bytes_by_kind: dict[str, int] = field(default_factory=dict)
+    bytes_by_kind: dict[str, int] = field(default_factory=dict)  # published, once per message
+    down_by_kind: dict[str, int] = field(default_factory=dict)  # delivered to vehicles, once per copy
 
     def __call__(self, d: Delivery) -> None:
         try:
@@ -71,6 +74,26 @@ class WireTap:
     @property
     def total(self) -> int:
         return sum(self.bytes_by_kind.values())
+
+    def delivered(self, d: Delivery) -> None:
+        """A delivery to a vehicle (the downlink: the broker sends a copy to every subscriber)."""
+        try:
+            kind = self.topics.parse(d.topic).channel.value
+        except TopicRejected:
+            kind = "other"
+        self.down_by_kind[kind] = self.down_by_kind.get(kind, 0) + len(d.payload)
+
+
+class MeteredBus(MemoryBus):
+    """A vehicle's in-process bus that tells the wire tap what the broker delivered to it."""
+
+    def __init__(self, broker: MemoryBroker, client_id: str, tap: WireTap) -> None:
+        super().__init__(broker, client_id)
+        self.tap = tap
+
+    def _receive(self, topic_filter: str, d: Delivery) -> None:
+        self.tap.delivered(d)
+        super()._receive(topic_filter, d)
 
 
 @dataclass
@@ -91,8 +114,10 @@ class World:
     rsu_sites: dict[str, tuple[float, float, float]]
     layers: dict[str, tuple[int, int]]
     tap: WireTap
-    round_budget_j: float
+    round_budget_j: float  # a task's reference budget (all its vehicles); the RSUs size each round's own
     homo_rank: int
+    tau_ref_s: float = 60.0
+    budgets: object = None  # the RoundBudget hook: what each opened round was sized at
 
 
 def resolve_model_dir(cfg: FleetConfig, cache: Path) -> Path | None:
@@ -107,7 +132,7 @@ def resolve_model_dir(cfg: FleetConfig, cache: Path) -> Path | None:
 
 
 def model_shape(layers: dict[str, tuple[int, int]], trainer: LocalTrainer) -> ModelShape:
-    """The FLOP model's view of the base: hidden size, layer count, adapted matrices per layer, matmul params."""
+    """The FLOP model's view of the base: hidden size, layer count, matmul params, and the adapted layers."""
     from edge_agent.model import BaseModelCache
 
     encoder, _ = BaseModelCache.get(trainer.model_dir)
@@ -115,7 +140,17 @@ def model_shape(layers: dict[str, tuple[int, int]], trainer: LocalTrainer) -> Mo
     n_layers = int(encoder.config.num_hidden_layers)
     embed = sum(p.numel() for n, p in encoder.named_parameters() if "embeddings" in n)
     base = sum(p.numel() for p in encoder.parameters()) - embed
-    return ModelShape(hidden=hidden, layers=n_layers, targets=max(1, len(layers) // n_layers), base_params=float(base))
+    return ModelShape(hidden=hidden, layers=n_layers, targets=1, base_params=float(base)).with_adapted(layers)
+
+
+def base_and_layers(cfg: FleetConfig, trainer: LocalTrainer) -> tuple[dict[str, tuple[int, int]], ModelShape]:
+    """The adapted layers and the FLOP model's shape: from the model's files, or from the BERT-base shape alone
+    (cost studies on the surrogate learner: shapes, no weights)."""
+    if cfg.model == "bert-base-shape":
+        layers = bert_layer_shapes(cfg.targets)
+        return layers, BERT_BASE.with_adapted(layers)
+    layers = layer_shapes(trainer.model_dir, cfg.targets)
+    return layers, model_shape(layers, trainer)
 
 
 def rsu_layout(cfg: FleetConfig, grid: RoadGrid) -> dict[str, tuple[float, float, float]]:
@@ -140,9 +175,9 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
     broker = MemoryBroker()
     topics = Topics()
     model_dir = resolve_model_dir(cfg, out_dir / "cache")
-    trainer = LocalTrainer(model_dir, max_length=cfg.max_length, batch_size=cfg.batch_size, lr=cfg.lr,
-                           threads=cfg.threads)
-    layers = layer_shapes(trainer.model_dir)
+    trainer = LocalTrainer(model_dir, targets=cfg.targets, max_length=cfg.max_length, batch_size=cfg.batch_size,
+                           lr=cfg.lr, threads=cfg.threads)
+    layers, shape = base_and_layers(cfg, trainer)
     rank_policy, aggregator = POLICY_WIRING[cfg.policy]
 
     # -- data: each task's test split, and one partition per vehicle of that task ----------------------
@@ -196,16 +231,19 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
         return traj.position(traj.start_s + clock.now())
 
     fixes = {vid: fix(vid) for vid in vids}
-    channel = fleet_channel(cfg)
-    cost = FleetCostModel(devices, model_shape(layers, trainer), cfg.batch_size, cfg.max_length, locate=locate,
-                          rsu_sites=[(x, y) for x, y, _ in sites.values()], channel=channel)
+    channel = fleet_channel(cfg)  # the preset or constants of `cfg.channel` (fleet/sim/channel.py)
+    uplink = SharedUplink(clock)
+    cost = FleetCostModel(devices, shape, cfg.batch_size, cfg.max_length, locate=locate,
+                          rsu_sites=[(x, y) for x, y, _ in sites.values()], channel=channel, uplink=uplink)
 
-    # Budget: a scale of what every vehicle of a task would spend at rank 8 in one round (modelled).
-    per_round = {t.name: sum(cost.train(v, t.name, 8, cfg.local_steps, 0).joules for v in members[t.name])
-                 for t in cfg.tasks}
-    round_budget = cfg.energy_budget_scale * sum(per_round.values()) / max(1, len(cfg.tasks))
+    # Budgets: each RSU round's is sized from the vehicles it invites (fleet/budget.py); the cloud's split is
+    # scaled to a task's reference budget, so that an even split leaves the sized budget as it is.
+    costing = FleetCosting(cfg, cost, devices, layers, aggregator)
+    round_budget = sum(costing.reference_round_budget(members[t.name]) for t in cfg.tasks) / max(1, len(cfg.tasks))
     e_total = round_budget * len(cfg.tasks) * cfg.window_rounds
-    homo_rank = cfg.homo_rank if cfg.homo_rank is not None else budget_rank(cost, members, cfg, round_budget)
+    homo_rank = cfg.homo_rank if cfg.homo_rank is not None else costing.homo_rank(members)
+    budget_hook = costing.round_budget(round_budget)
+    tau_ref = costing.tau_ref_s()
 
     # -- agents ------------------------------------------------------------------------------------------
     cloud = CloudAgent(
@@ -227,7 +265,9 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
                                          tasks=tasks, fault_tolerance=cfg.fault_tolerance, wire_dtype=cfg.wire_dtype,
                                          status_interval_s=cfg.status_interval_s, join_wait_s=cfg.status_interval_s,
                                          cold_start_s=0.0),  # simulated vehicles have no model to load
-                             MemoryBus(broker, rid), clock, topics, rates=ChannelRates(channel)))
+                             MemoryBus(broker, rid), clock, topics, rates=ChannelRates(channel),
+                             aggregate_time=costing.aggregate_time, round_budget=budget_hook))
+    tap = WireTap(topics)
     vehicles = []
     surrogate_progress: dict[str, int] = {}  # task -> samples trained by all its vehicles (surrogate only)
     for vid in vids:
@@ -238,7 +278,7 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
                          batch_size=cfg.batch_size, lr=cfg.lr, max_length=cfg.max_length, seed=cfg.seed,
                          status_interval_s=cfg.status_interval_s, wire_dtype=cfg.wire_dtype,
                          device_memory_gb=dev.memory_gb, max_rank=None if rank_policy == "fixed" else dev.max_rank,
-                         tau_ref_s=cfg.round_timeout_s)
+                         tau_ref_s=tau_ref)
         learner: TaskLearner | SurrogateLearner = TaskLearner(trainer, specs[t.name], *shares[vid])
         if cfg.learner == "surrogate":
             learner = SurrogateLearner(layers, len(shares[vid][0]), cfg.batch_size, t.name, surrogate_progress,
@@ -250,30 +290,19 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
                                state_path=Path(s.state_dir) / f"bandit-{task}.json",
                                fits=lambda r, m=s.max_rank: m is None or r <= m)
 
-        vehicles.append(VehicleAgent(s, MemoryBus(broker, vid), clock, learner_for=lambda task, lr=learner: lr,
+        vehicles.append(VehicleAgent(s, MeteredBus(broker, vid, tap), clock, learner_for=lambda task, lr=learner: lr,
                                      policy_for=policy_for, meter=NoMeter(), cost_model=cost, position=fixes[vid],
                                      topics=topics))
     for agent in (cloud, *rsus, *vehicles):
         agent.bus.connect(will=agent.will())
-    tap = WireTap(topics)
     tap_bus = MemoryBus(broker, "fleet-tap")
     tap_bus.connect()
     tap_bus.subscribe(f"{topics.root}/#", tap)
-    driver = SimDriver(clock, [cloud, *rsus, *vehicles])
-    log.info("fleet: %d vehicles, %d RSUs, tasks %s, policy %s, round budget %.1f J (modelled)", len(vehicles),
-             len(rsus), [t.name for t in cfg.tasks], cfg.policy, round_budget)
+    driver = SimDriver(clock, [cloud, *rsus, *vehicles, uplink])
+    log.info("fleet: %d vehicles, %d RSUs, tasks %s, policy %s, reference task budget %.1f J, tau_ref %.2f s "
+             "(modelled)", len(vehicles), len(rsus), [t.name for t in cfg.tasks], cfg.policy, round_budget, tau_ref)
     return World(cfg, clock, broker, driver, cloud, rsus, vehicles, trainer, datasets, specs, tests, devices,
-                 trajectories, sites, layers, tap, round_budget, homo_rank)
-
-
-def budget_rank(cost: FleetCostModel, members: dict[str, list[str]], cfg: FleetConfig, round_budget_j: float) -> int:
-    """HomoLoRA's rank sized from the budget, as its authors size a fixed-rank baseline (docs/algorithms.md
-    section 1): the largest candidate rank whose modelled full-work training spend of every task's vehicles fits
-    the task's round budget; the smallest rank when none fits."""
-    fits = [r for r in sorted(cfg.ranks)
-            if all(sum(cost.train(v, task, r, cfg.local_steps, 0).joules for v in vids) <= round_budget_j
-                   for task, vids in members.items() if vids)]
-    return fits[-1] if fits else min(cfg.ranks)
+                 trajectories, sites, layers, tap, round_budget, homo_rank, tau_ref, budget_hook)
 
 
 def majority_baseline(spec: TaskSpec, examples: list) -> float:

@@ -1,6 +1,6 @@
 """The factored global adapter on the wire, and how a vehicle slices it (PAPER.md section 1).
 
-Tensor names: announcement `{layer}.U` (d_out, r), `{layer}.S` (r,), `{layer}.Vt` (r, d_in);
+Tensor names: the global (in rank tiers) `{layer}.U` (d_out, r), `{layer}.S` (r,), `{layer}.Vt` (r, d_in);
 update/handoff `{layer}.lora_A` (eta, d_in), `{layer}.lora_B` (d_out, eta); heads `head.{param}`.
 """
 
@@ -119,3 +119,65 @@ def unpack_lora(
             raise PayloadRejected("bad_shape", f"{n}: A{tuple(A.shape)} B{tuple(B.shape)}")
         out[n] = LoraFactors(A=A, B=B)
     return out, head
+
+
+def tier_bounds(ranks: list[int], rank: int) -> list[tuple[int, int]]:
+    """Nested rank tiers `(first, last)` (1-based, inclusive) of a rank-`rank` global, cut at the candidate ranks:
+    ranks [2, 4, 8, 16, 32] give 1-2, 3-4, 5-8, 9-16, 17-32, so a rank-eta vehicle fetches the tiers up to eta."""
+    out: list[tuple[int, int]] = []
+    first = 1
+    for cut in sorted(set(ranks)):
+        if first > rank:
+            break
+        if cut >= first:
+            out.append((first, min(cut, rank)))
+            first = min(cut, rank) + 1
+    if first <= rank:
+        out.append((first, rank))
+    return out
+
+
+def tiers_for_rank(tiers: list[tuple[int, int]], eta: int) -> int:
+    """How many leading tiers a rank-eta vehicle needs (all of them when eta exceeds the global's rank)."""
+    return sum(1 for first, _ in tiers if first <= eta)
+
+
+def pack_tier(layers: dict[str, Factored], head: dict[str, torch.Tensor], first: int, last: int,
+              with_head: bool) -> dict[str, torch.Tensor]:
+    """Components first..last of every layer (and the head when `with_head`), as a tier's tensors."""
+    out: dict[str, torch.Tensor] = {}
+    for name, f in layers.items():
+        if f.rank < first:
+            continue  # a layer whose global has fewer components has nothing in this tier
+        out[f"{name}.U"] = f.U[:, first - 1 : last].contiguous()  # (d_out, n)
+        out[f"{name}.S"] = f.S[first - 1 : last].contiguous()  # (n,)
+        out[f"{name}.Vt"] = f.Vt[first - 1 : last, :].contiguous()  # (n, d_in)
+    if with_head:
+        out.update({HEAD_PREFIX + k: v for k, v in head.items()})
+    return out
+
+
+def merge_tiers(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Leading tiers, in order, back into one `{layer}.U/.S/.Vt` + head dict (read with `unpack_factored`).
+
+    Raises PayloadRejected when the tiers do not carry the same layers."""
+    if not parts:
+        raise PayloadRejected("bad_layers", "no tiers")
+    rest0, head = split_head(parts[0])
+    rests = [split_head(p)[0] for p in parts]
+    out: dict[str, torch.Tensor] = {}
+    for key in rest0:
+        pieces = []
+        for r in rests:  # a layer with fewer components stops early; it never restarts
+            if key not in r:
+                break
+            pieces.append(r[key])
+        dim = 1 if key.endswith(".U") else 0
+        try:
+            out[key] = torch.cat(pieces, dim=dim)
+        except RuntimeError as exc:
+            raise PayloadRejected("bad_shape", f"{key}: tiers do not stack ({exc})") from None
+    if any(not set(r) <= set(rest0) for r in rests[1:]):
+        raise PayloadRejected("bad_layers", "a later tier carries layers the first does not")
+    out.update({HEAD_PREFIX + k: v for k, v in head.items()})
+    return out

@@ -133,10 +133,20 @@ class TensorMessage(Message):
     tensors: dict[str, TensorSpec] = Field(default_factory=dict, max_length=MAX_TENSORS)
 
 
-class RoundAnnouncement(TensorMessage):
-    """RSU -> vehicles (retained): the global adapter as `{layer}.U/.S/.Vt` plus `head.*` tensors.
+class TierRef(WireModel):
+    """One nested rank tier of the global adapter: components `first..last` (1-based, inclusive)."""
 
-    `rank == 0` means the adapter is still zero (round 0): vehicles use peft's default init.
+    index: int = Field(ge=0, le=MAX_RANKS)
+    first: Rank
+    last: Rank
+
+
+class RoundAnnouncement(TensorMessage):
+    """RSU -> vehicles (retained): the round, and where its global adapter is.
+
+    The adapter travels in nested rank `tiers`, each a retained `RoundTier` on its own topic (proto/README.md);
+    a rank-eta vehicle fetches the tiers whose `first <= eta`. The announcement itself carries no tensors.
+    `rank == 0` means the adapter is still zero (round 0, no tiers): vehicles use peft's default init.
     """
 
     KIND: ClassVar[str] = "round"
@@ -162,6 +172,21 @@ class RoundAnnouncement(TensorMessage):
     # What an update must look like, on the wire from round 0 on (when no tensor carries it yet):
     dims: dict[str, tuple[Dim, Dim]] = Field(default_factory=dict, max_length=MAX_LAYERS)  # layer -> (d_out, d_in)
     head: dict[str, list[Dim]] = Field(default_factory=dict, max_length=1024)  # `head.*` name -> shape; {} = free
+    # tau_round of this RSU's previous round of the task (close + aggregation - announcement); what a vehicle's
+    # reward charges for latency, so the straggler is charged for the round it held up. None before any round.
+    last_round_latency_s: Duration | None = None
+    # nested, in order, covering components 1..rank (at most one tier per candidate rank, and one above)
+    tiers: list[TierRef] = Field(default_factory=list, max_length=MAX_RANKS + 1)
+
+    @field_validator("tiers")
+    @classmethod
+    def _nested(cls, v: list[TierRef]) -> list[TierRef]:
+        nxt = 1
+        for k, t in enumerate(v):
+            if t.index != k or t.first != nxt or t.last < t.first:
+                raise ValueError("tiers must be indexed 0.. and cover components 1..rank in order, without gaps")
+            nxt = t.last + 1
+        return v
 
     @field_validator("ranks", "work")
     @classmethod
@@ -270,10 +295,26 @@ class Rejected(Message):
     detail: Text = ""
 
 
+class RoundTier(TensorMessage):
+    """RSU -> vehicles (retained, one topic per tier): components `first..last` of the round's global adapter,
+    `{layer}.U` (d_out, n), `{layer}.S` (n,), `{layer}.Vt` (n, d_in) with n = last - first + 1; tier 0 also
+    carries the task head `head.*`. A valid safetensors payload on its own."""
+
+    KIND: ClassVar[str] = "round_tier"
+    MAX_ABS: ClassVar[float] = MAX_ANNOUNCE_ABS  # singular values, like the announcement's used to be
+    kind: Literal["round_tier"] = "round_tier"
+    task: Id
+    round: RoundNo
+    index: int = Field(ge=0, le=MAX_RANKS)
+    first: Rank
+    last: Rank
+
+
 ALL_MESSAGES: tuple[type[Message], ...] = (
     AgentStatus,
     TaskBudget,
     RoundAnnouncement,
+    RoundTier,
     VehicleUpdate,
     TaskStats,
     FaultCommand,

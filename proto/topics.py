@@ -29,6 +29,7 @@ class Channel(str, Enum):
     STATUS = "status"  # {root}/status/{role}/{id}                       retained, will
     BUDGET = "budget"  # {root}/cloud/{cloud}/budget/{task}               retained
     ROUND = "round"  # {root}/rsu/{rsu}/round/{task}                     retained
+    TIER = "tier"  # {root}/rsu/{rsu}/tier/{task}/{index}                retained
     STATS = "stats"  # {root}/rsu/{rsu}/stats/{task}
     COMMAND = "command"  # {root}/rsu/{rsu}/command/{vehicle}
     HANDOFF = "handoff"  # {root}/rsu/{rsu}/handoff/{vehicle}
@@ -43,7 +44,7 @@ class TopicInfo:
     sender: str
     role: Role
     task: str | None = None
-    target: str | None = None  # the vehicle a command/handoff is for, or the RSU an update is for
+    target: str | None = None  # the vehicle a command/handoff is for, the RSU an update is for, or a tier index
 
 
 def check_id(value: str, what: str = "id") -> str:
@@ -73,6 +74,12 @@ class Topics:
 
     def round(self, rsu_id: str, task: str) -> str:
         return f"{self.root}/rsu/{check_id(rsu_id)}/round/{check_id(task, 'task')}"
+
+    def tier(self, rsu_id: str, task: str, index: int) -> str:
+        """One nested rank tier of a round's global adapter."""
+        if not isinstance(index, int) or index < 0:
+            raise TopicRejected("bad_id", f"tier index {index!r} must be an integer >= 0")
+        return f"{self.root}/rsu/{check_id(rsu_id)}/tier/{check_id(task, 'task')}/{index}"
 
     def stats(self, rsu_id: str, task: str) -> str:
         return f"{self.root}/rsu/{check_id(rsu_id)}/stats/{check_id(task, 'task')}"
@@ -127,6 +134,8 @@ class Topics:
                     return TopicInfo(Channel.BUDGET, cloud, Role.CLOUD, task=task)
                 case ["rsu", rsu, "round", task]:
                     return TopicInfo(Channel.ROUND, rsu, Role.RSU, task=task)
+                case ["rsu", rsu, "tier", task, index] if index.isdigit():
+                    return TopicInfo(Channel.TIER, rsu, Role.RSU, task=task, target=index)
                 case ["rsu", rsu, "stats", task]:
                     return TopicInfo(Channel.STATS, rsu, Role.RSU, task=task)
                 case ["rsu", rsu, "command", vehicle]:

@@ -12,17 +12,29 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fedrank.metrics import Metrics, NullMetrics
 from fedrank.ratelimit import RateLimitedLog
 from fedrank.runtime import Agent, Clock, Inbox
-from proto.bounds import MAX_COST, MAX_DURATION_S
+from proto.adapter import tier_bounds
+from proto.bounds import MAX_COST, MAX_DURATION_S, MAX_JOULES
 from proto.bus import Bus, BusError, Delivery, Will
 from proto.codec import WIRE_DTYPES, decode, encode
 from proto.errors import WireError
-from proto.messages import AgentStatus, FaultCommand, Handoff, Message, TaskBudget, VehicleUpdate
+from proto.messages import (
+    AgentStatus,
+    FaultCommand,
+    Handoff,
+    Message,
+    RoundAnnouncement,
+    RoundTier,
+    TaskBudget,
+    VehicleUpdate,
+)
 from proto.topics import Channel, Role, Topics
 from rsu_agent.fault_tolerance import Candidate, LinkRates, decide, needs_decision
 from rsu_agent.guard import GuardMixin
@@ -31,7 +43,7 @@ from rsu_agent.precheck import precheck_update
 from rsu_agent.recovery import close_or_fail
 from rsu_agent.robust import admit_numerically
 from rsu_agent.rounds import RoundRecord, TaskRounds
-from rsu_agent.settings import RsuSettings
+from rsu_agent.settings import RsuSettings, RsuTaskConfig
 from rsu_agent.state import FtRecord, StoredUpdate
 from rsu_agent.storage import STORAGE, DiskGuard
 from rsu_agent.validate import UpdateRejected, validate_update
@@ -39,6 +51,12 @@ from rsu_agent.validate import UpdateRejected, validate_update
 log = logging.getLogger(__name__)
 
 DEFAULT_Q_TARGET = 0.5  # q* before any round has reported an accuracy (PAPER.md section 6)
+
+
+# (the closed round's record, its task config) -> seconds the aggregation takes
+AggregateTime = Callable[[RoundRecord, RsuTaskConfig], float]
+# (task, invited vehicles, the task budget from the cloud or None) -> this round's budget in joules
+RoundBudget = Callable[[str, list[str], float | None], float]
 
 
 @dataclass
@@ -51,8 +69,13 @@ class RsuAgent(GuardMixin, Agent):
     """Runs rounds for the tasks in `settings.tasks`; see the module docstring for who takes part."""
 
     def __init__(self, settings: RsuSettings, bus: Bus, clock: Clock, topics: Topics | None = None,
-                 metrics: Metrics | None = None, rates: LinkRates | None = None) -> None:
+                 metrics: Metrics | None = None, rates: LinkRates | None = None,
+                 aggregate_time: AggregateTime | None = None, round_budget: RoundBudget | None = None) -> None:
+        """`aggregate_time` models the aggregation's seconds (the fleet; default: its measured wall time);
+        `round_budget` sizes each round's budget from the vehicles invited (the fleet; default: the task's)."""
         super().__init__(clock)
+        self.aggregate_time = aggregate_time
+        self.round_budget = round_budget
         self.s = settings
         self.rates = rates  # link model for fault tolerance; None = the rates configured in settings.ft
         self.metrics: Metrics = metrics or NullMetrics()
@@ -117,8 +140,8 @@ class RsuAgent(GuardMixin, Agent):
         self.every(every, self._housekeeping, "housekeeping", first_at=now + every)
         for name, tr in self.tasks.items():
             if tr.pending is not None:  # resumed after a restart: same announcement, same deadline
-                ann, tensors = tr.announcement()
-                self._publish(self.topics.round(self.id, name), encode(ann, tensors, self.s.wire_dtype), retain=True)
+                ann, tensors, tiers = tr.announcement(self.id)
+                self._announce(name, ann, tensors, tiers)
                 self.timers.schedule(max(now, tr.pending.deadline), lambda n=name, r=ann.round: self._deadline(n, r))
             else:
                 self._schedule_open(name, now + self.s.join_wait_s)
@@ -309,20 +332,46 @@ class RsuAgent(GuardMixin, Agent):
                      tr.cfg.min_participants, tr.cfg.participant_retry_s)
             self._schedule_open(task, now + tr.cfg.participant_retry_s)
             return
+        budget = self._round_budget(task, parts)
         cold = [v for v in parts if v not in self._delivered_at] if self.s.cold_start_s > 0 else []
         try:  # a participant that has not delivered since it or we (re)started loads its model first
-            ann, tensors = tr.open(parts, now, self.id, extra_s=self.s.cold_start_s if cold else 0.0)
+            ann, tensors, tiers = tr.open(parts, now, self.id, extra_s=self.s.cold_start_s if cold else 0.0,
+                                          budget_j=budget)
         except OSError as exc:  # nothing opened; try again when the backoff says so
             delay = self.disk.failed(now, f"task {task}: opening round {tr.meta.next_round}", exc, stall=f"open:{task}")
             self._schedule_open(task, now + delay)
             return
         self.disk.ok(now, unstall=f"open:{task}")
-        self._publish(self.topics.round(self.id, task), encode(ann, tensors, self.s.wire_dtype), retain=True)
+        self._announce(task, ann, tensors, tiers)
         log.info("task %s: round %d open to %s until %.1f (lam %.3f, budget %.1f J%s)", task, ann.round, parts,
                  ann.deadline, ann.lam, ann.round_budget_j,
                  f"; +{self.s.cold_start_s:.0f} s for cold {cold}" if cold else "")
         self.timers.schedule(ann.deadline, lambda: self._deadline(task, ann.round))
         self._refresh_expected()
+
+    def _round_budget(self, task: str, parts: list[str]) -> float | None:
+        """This round's budget from the `round_budget` hook (sized from the invited vehicles), or None for the
+        task's: a hook that fails or sizes an unusable figure is logged and the task budget stands."""
+        if self.round_budget is None:
+            return None
+        try:
+            budget = float(self.round_budget(task, parts, self.tasks[task].meta.budget_j))
+        except (ValueError, KeyError) as exc:  # the round still opens, at the task's budget
+            log.error("task %s: sizing the round budget failed (%s); the task budget stands", task, exc)
+            return None
+        if not (math.isfinite(budget) and 0 < budget <= MAX_JOULES):
+            log.error("task %s: sized round budget %r J unusable; the task budget stands", task, budget)
+            return None
+        return budget
+
+    def _announce(self, task: str, ann: RoundAnnouncement, tensors: dict,
+                  tiers: list[tuple[RoundTier, dict]]) -> None:
+        """The rank tiers first (retained, so a vehicle that reads the announcement finds them), then the round
+        (its own tensors: only a rank-0 global's head)."""
+        for tier, tier_tensors in tiers:
+            self._publish(self.topics.tier(self.id, task, tier.index),
+                          encode(tier, tier_tensors, self.s.wire_dtype), retain=True)
+        self._publish(self.topics.round(self.id, task), encode(ann, tensors, self.s.wire_dtype), retain=True)
 
     def _deadline(self, task: str, round_: int) -> None:
         tr = self.tasks[task]
@@ -345,23 +394,30 @@ class RsuAgent(GuardMixin, Agent):
 
     def _close(self, task: str, closed_by: str) -> None:
         tr = self.tasks[task]
-        now = self.clock.now()
+        t0, w0 = self.clock.now(), time.perf_counter()
         round_ = tr.pending.round if tr.pending is not None else -1
         try:  # a round that cannot close normally is closed as failed (rsu_agent/recovery.py)
-            stats, record = close_or_fail(tr, now, self.id, closed_by)
+            stats, record = close_or_fail(tr, t0, self.id, closed_by)
         except OSError as exc:  # storage: the round stays open with what it had; closing is retried with backoff
-            delay = self.disk.failed(now, f"task {task}: closing round {round_}", exc, stall=f"close:{task}")
+            delay = self.disk.failed(t0, f"task {task}: closing round {round_}", exc, stall=f"close:{task}")
             if task not in self._close_retry:
                 self._close_retry.add(task)
-                self.timers.schedule(now + delay, lambda: self._retry_close(task, closed_by))
+                self.timers.schedule(t0 + delay, lambda: self._retry_close(task, closed_by))
             return
         except Exception:  # not even a failed close: try again later rather than leave the task stuck
             self.failures[f"close:{task}"] += 1
             log.exception("task %s round %d: could not close; retrying in %.1f s", task, round_,
                           tr.cfg.participant_retry_s)
-            self.timers.schedule(now + tr.cfg.participant_retry_s, lambda: self._deadline(task, round_))
+            self.timers.schedule(t0 + tr.cfg.participant_retry_s, lambda: self._deadline(task, round_))
             return
-        self.disk.ok(now, unstall=f"close:{task}")
+        self.disk.ok(t0, unstall=f"close:{task}")
+        wall = time.perf_counter() - w0
+        if self.aggregate_time is not None:  # modelled: none of it is on the (simulated) clock yet
+            agg = max(0.0, float(self.aggregate_time(record, tr.cfg)))
+            later = agg
+        else:  # measured: a wall clock already moved by what it took
+            agg, later = wall, max(0.0, wall - (self.clock.now() - t0))
+        record = tr.add_aggregation_time(agg, later)
         self._history.append(record)
         self._refresh_expected()
         self._publish(self.topics.stats(self.id, task), encode(stats))
@@ -371,7 +427,7 @@ class RsuAgent(GuardMixin, Agent):
         log.info("task %s round %d closed (%s): %d updates, E %.1f J / B %.1f J, lam %.3f -> %.3f", task,
                  record.round, closed_by, record.updates, record.energy_j, record.budget_j, record.lam_announced,
                  record.lam)
-        now = self.clock.now()
+        now = self.clock.now() + later  # the new global exists once aggregation is done
         for other in self.tasks:  # freed vehicles go first to tasks that were waiting for some
             if other != task and other in self._open_at:
                 self._schedule_open(other, now)
@@ -379,6 +435,8 @@ class RsuAgent(GuardMixin, Agent):
             self._schedule_open(task, now + tr.cfg.round_gap_s)
         else:  # clear the retained announcement: a finished task must not invite vehicles that connect later
             self._publish(self.topics.round(self.id, task), b"", retain=True)
+            for k in range(len(tier_bounds(tr.cfg.ranks, tr.cfg.r_max))):
+                self._publish(self.topics.tier(self.id, task, k), b"", retain=True)
             log.info("task %s finished after %d rounds; retained announcement cleared", task, record.round + 1)
 
     # -- fault tolerance (PAPER.md section 6) ---------------------------------------------------------

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from proto.adapter import Factored, pack_factored
+from proto.adapter import Factored, pack_tier, tier_bounds
 from proto.errors import PayloadRejected
-from proto.messages import RoundAnnouncement, TaskBudget, TaskStats, VehicleUpdate
+from proto.messages import RoundAnnouncement, RoundTier, TaskBudget, TaskStats, TierRef, VehicleUpdate
 from rsu_agent.aggregate import ClientUpdate
 from rsu_agent.dual import dual_step, violation
 from rsu_agent.robust import aggregate_robust
@@ -52,6 +52,7 @@ class RoundRecord:
     accuracy: float
     energy_measured: bool
     note: str = ""  # why the global stayed, or "" when it moved
+    aggregate_s: float = 0.0  # aggregation time (measured, or modelled in the fleet); part of round_latency_s
 
 
 @dataclass
@@ -163,24 +164,38 @@ class TaskRounds:
             self.meta_dirty = False
 
     # -- open -----------------------------------------------------------------------------------------
-    def open(self, participants: list[str], now: float, rsu_id: str,
-             extra_s: float = 0.0) -> tuple[RoundAnnouncement, dict]:
-        """Open the next round; returns the announcement header and its tensors (none while the global is 0).
+    def tiers(self, round_: int, rsu_id: str) -> list[tuple[RoundTier, dict]]:
+        """The global adapter in nested rank tiers (proto/README.md), each a message and its tensors."""
+        rank = max((f.rank for f in self.layers.values()), default=0)
+        return [(RoundTier(sender=rsu_id, seq=0, task=self.cfg.name, round=round_, index=k, first=first, last=last),
+                 pack_tier(self.layers, self.head, first, last, with_head=k == 0))
+                for k, (first, last) in enumerate(tier_bounds(self.cfg.ranks, rank))]
 
-        The open round is in memory only once it is on disk: an OSError from the write leaves everything as it was.
+    def open(self, participants: list[str], now: float, rsu_id: str, extra_s: float = 0.0,
+             budget_j: float | None = None) -> tuple[RoundAnnouncement, dict, list[tuple[RoundTier, dict]]]:
+        """Open the next round; returns the announcement, its own tensors (only `head.*`, and only while the global
+        is rank 0) and the global's rank tiers (none while the global is rank 0).
+
+        `budget_j` replaces the task budget for this round (sized from the invited vehicles; the shares split it);
+        default the task's. The open round is in memory only once it is on disk: an OSError from the write leaves
+        everything as it was.
         """
         tensors = self._wire_tensors()
+        tiers = self.tiers(self.meta.next_round, rsu_id) if self.layers else []
         head = self.expected_head()
+        budget = self.budget_j if budget_j is None else budget_j
         meta = self.meta.model_copy(deep=True)
         meta.seq += 1
         ann = RoundAnnouncement(
             sender=rsu_id, sent_at=now, seq=meta.seq, task=self.cfg.name, task_type=self.cfg.task_type,
             round=meta.next_round, deadline=now + self.cfg.round_timeout_s + extra_s, lam=meta.lam,
-            round_budget_j=self.budget_j, ranks=self.cfg.ranks,
+            round_budget_j=budget, ranks=self.cfg.ranks,
             rank=max((f.rank for f in self.layers.values()), default=0), lora_alpha=self.cfg.lora_alpha,
             layers=list(self.cfg.layers), participants=sorted(participants), aggregator=self.cfg.aggregator,
-            work=self.cfg.work, shares=budget_shares(self.budget_j, sorted(participants), self.meta.ref_cost_j),
+            work=self.cfg.work, shares=budget_shares(budget, sorted(participants), self.meta.ref_cost_j),
             dims=dict(self.cfg.layers), head={f"head.{k}": list(v) for k, v in (head or {}).items()},
+            last_round_latency_s=meta.last_round_latency_s,
+            tiers=[TierRef(index=t.index, first=t.first, last=t.last) for t, _ in tiers],
         )
         meta.pending = PendingRound(
             round=ann.round, announced_at=now, deadline=ann.deadline, participants=ann.participants,
@@ -190,21 +205,21 @@ class TaskRounds:
         self.meta, self.meta_dirty = meta, False
         self.accepted.clear()
         self.held.clear()
-        return ann, tensors
+        return ann, tensors, tiers
 
-    def announcement(self) -> tuple[RoundAnnouncement, dict]:
-        """The open round's announcement again (a restart republishes it unchanged)."""
+    def announcement(self, rsu_id: str) -> tuple[RoundAnnouncement, dict, list[tuple[RoundTier, dict]]]:
+        """The open round's announcement, its tensors and tiers again (a restart republishes them unchanged)."""
         assert self.pending is not None
         ann = RoundAnnouncement.model_validate_json(self.pending.announcement)
-        return ann, self._wire_tensors()
+        return ann, self._wire_tensors(), (self.tiers(ann.round, rsu_id) if self.layers else [])
 
     def _wire_tensors(self) -> dict[str, torch.Tensor]:
-        """The announcement's tensors. Rank 0 has one encoding: no `{layer}.U/S/Vt` at all (a global that
-        aggregated to rank 0 is announced like round 0), only the `head.*` tensors when a head exists."""
-        tensors = pack_factored(self.layers, self.head) if self.layers else {}
-        if max((f.rank for f in self.layers.values()), default=0) == 0:
-            tensors = {k: v for k, v in tensors.items() if k.startswith("head.")}
-        return tensors
+        """The announcement's own tensors. The factors travel in rank tiers (`tiers`); rank 0 has one encoding: no
+        `{layer}.U/S/Vt` and no tiers (a global that aggregated to rank 0 is announced like round 0), only the
+        `head.*` tensors in the announcement when a head exists."""
+        if max((f.rank for f in self.layers.values()), default=0) > 0:
+            return {}
+        return {f"head.{k}": v for k, v in self.head.items()}
 
     # -- updates --------------------------------------------------------------------------------------
     def admit(self, sender: str, msg: VehicleUpdate) -> tuple[str, bool]:
@@ -341,6 +356,18 @@ class TaskRounds:
         self.held.clear()
         self.history.append(record)
         return stats, record
+
+    def add_aggregation_time(self, seconds: float, on_clock: float) -> RoundRecord:
+        """Put the last closed round's aggregation time into its record; `on_clock` of it was not yet on the
+        clock when the round closed (all of it on a simulated clock, none on a wall clock). The next announcement
+        carries the round's full latency; meta.json catches up like other bookkeeping (`save_meta`: a failed
+        write is retried, never raised: the round is already committed)."""
+        rec = self.history[-1]
+        rec = replace(rec, aggregate_s=seconds, round_latency_s=rec.round_latency_s + on_clock)
+        self.history[-1] = rec
+        self.meta.last_round_latency_s = rec.round_latency_s
+        self.save_meta()
+        return rec
 
     def _learn_round_time(self, meta: TaskMeta, walls: list[float]) -> None:
         """Moving average of full (not partial, not migrated) vehicle round times, for fault tolerance."""

@@ -75,6 +75,7 @@ class TaskMeta(BaseModel):
     expected_round_s: float = 0.0
     last_accuracy: float | None = None
     last_loss: float | None = None
+    last_round_latency_s: float | None = None  # tau_round of the last closed round, announced with the next
     global_file: str | None = None
     pending: PendingRound | None = None
     ref_cost_j: dict[str, float] = Field(default_factory=dict)  # vehicle -> e_ref(v) of the share rule (shares.py)

@@ -112,6 +112,10 @@ class Rig:
     clock: SimClock = field(default_factory=lambda: SimClock(0.0))
     broker: MemoryBroker = field(default_factory=MemoryBroker)
     seen: list[Delivery] = field(default_factory=list)
+    aggregate_s: float = 0.0  # modelled aggregation time (None: measured, as a daemon does)
+
+    def aggregate_time(self, record: object, cfg: object) -> float:
+        return self.aggregate_s
 
     def __post_init__(self) -> None:
         self.pub = MemoryBus(self.broker, "test-publisher")
@@ -123,7 +127,7 @@ class Rig:
 
     def new_agent(self) -> RsuAgent:
         bus = MemoryBus(self.broker, RSU)
-        agent = RsuAgent(self.settings, bus, self.clock)
+        agent = RsuAgent(self.settings, bus, self.clock, aggregate_time=self.aggregate_time)
         bus.connect(will=agent.will())
         agent.start()
         agent.pump()
@@ -149,6 +153,15 @@ class Rig:
             self.agent.on_tick()
             self.agent.pump()
         self.clock.advance_to(t)
+
+    def global_tensors(self, round_: int) -> dict[str, Any]:
+        """A round's global adapter as a vehicle fetching every tier would have it (merged, head included)."""
+        from proto.adapter import merge_tiers
+        from proto.messages import RoundTier
+
+        tiers = {dec.msg.index: dec.tensors for dec in self.messages(Channel.TIER, RoundTier)
+                 if dec.msg.round == round_}
+        return merge_tiers([tiers[k] for k in sorted(tiers)])
 
     def messages(self, channel: Channel, cls: type[Message]) -> list[Any]:
         """Decoded messages seen on a channel, oldest first (retained replays skipped)."""

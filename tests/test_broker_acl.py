@@ -549,6 +549,7 @@ def test_acl_lines_follow_the_topic_tree_under_a_custom_root(tmp_path: Path) -> 
         f"topic write {r}/status/vehicle/v1",
         f"topic write {r}/vehicle/v1/update/+/+",
         f"topic read {r}/rsu/+/round/+",
+        f"topic read {r}/rsu/+/tier/+/+",
         f"topic read {r}/rsu/+/command/v1",
         f"topic read {r}/rsu/+/handoff/v1",
     ]

@@ -12,6 +12,7 @@ code. Energy plan, in units of the cloud's E_total (one window = one round, Q = 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -21,10 +22,11 @@ from edge_agent.work import ModelledCost
 from fleet.config import FleetConfig, FleetTask
 from fleet.run import done
 from fleet.world import World, build_world
+from proto.adapter import merge_tiers
 from proto.bus import Delivery
 from proto.codec import decode
 from proto.memory_bus import MemoryBus
-from proto.messages import FaultCommand, RoundAnnouncement, TaskBudget
+from proto.messages import FaultCommand, RoundAnnouncement, RoundTier, TaskBudget
 from rsu_agent.dual import DEFAULT_LAM_MAX, DEFAULT_MU
 
 pytestmark = pytest.mark.slow
@@ -38,7 +40,7 @@ LEAVER = "veh02"
 
 class ScriptedCost:
     """The fleet's cost model with training energy taken from PLAN (split over the task's vehicles), a fixed
-    training time and a free upload; download and upload times stay the fleet's link model."""
+    training time, a free download and upload; their times stay the fleet's link model."""
 
     def __init__(self, world: World) -> None:
         self.w = world
@@ -46,7 +48,7 @@ class ScriptedCost:
         self.members = {t.name: sum(1 for v in world.vehicles if t.name in v.tasks) for t in world.cfg.tasks}
 
     def download(self, vehicle: str, payload_bytes: int) -> ModelledCost:
-        return self.base.download(vehicle, payload_bytes)
+        return ModelledCost(self.base.download(vehicle, payload_bytes).seconds, 0.0, "model:scripted")
 
     def train(self, vehicle: str, task: str, rank: int, steps: int, samples: int) -> ModelledCost:
         pending = self.w.rsus[0].tasks[task].pending
@@ -56,6 +58,9 @@ class ScriptedCost:
 
     def upload(self, vehicle: str, payload_bytes: int) -> ModelledCost:
         return ModelledCost(self.base.upload(vehicle, payload_bytes).seconds, 0.0, "model:scripted")
+
+    def transmit(self, vehicle: str, rsu: str, payload_bytes: int, deliver: Callable[[], None]) -> None:
+        self.base.transmit(vehicle, rsu, payload_bytes, deliver)
 
 
 def leaving_position(world: World, cx: float, cy: float):
@@ -82,13 +87,17 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     world = build_world(cfg, tmp_path_factory.mktemp("e2e"))
     cx, cy, _ = world.rsu_sites["rsu0"]
     cost = ScriptedCost(world)
+    for rsu in world.rsus:  # the cloud's B_m = A_m / Q as a field RSU takes it: the plan is in units of E_total
+        rsu.round_budget = None  # (the fleet's per-round sizing from the invited vehicles: tests/test_fleet_budget.py)
     for v in world.vehicles:
         v.cost_model = cost
         v.position = leaving_position(world, cx, cy) if v.id == LEAVER else (lambda now: Fix(cx, cy))
-    seen: dict[str, list] = {"round": [], "budget": [], "command": []}
+    seen: dict[str, list] = {"round": [], "budget": [], "command": [], "tier": []}
 
     def tap(d: Delivery) -> None:
-        kind = {"round": RoundAnnouncement, "budget": TaskBudget, "command": FaultCommand}
+        if not d.payload:
+            return  # a cleared retained topic
+        kind = {"round": RoundAnnouncement, "budget": TaskBudget, "command": FaultCommand, "tier": RoundTier}
         for name, cls in kind.items():
             if f"/{name}/" in d.topic:
                 dec = decode(d.payload, cls)
@@ -123,7 +132,9 @@ def dense(msg: RoundAnnouncement, tensors: dict) -> torch.Tensor:
 
 def test_global_adapter_changes_between_rounds(run: dict) -> None:
     for task in (HARD, EASY):
-        anns = {m.round: (m, t) for m, t in run["seen"]["round"] if m.task == task}
+        tiers = {(m.round, m.index): t for m, t in run["seen"]["tier"] if m.task == task}
+        anns = {m.round: (m, merge_tiers([tiers[(m.round, ref.index)] for ref in m.tiers]) if m.tiers else {})
+                for m, _ in run["seen"]["round"] if m.task == task}
         assert sorted(anns) == [0, 1, 2]
         assert anns[0][0].rank == 0  # round 0: nothing aggregated yet
 

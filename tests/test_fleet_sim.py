@@ -25,12 +25,12 @@ RANKS = [2, 4, 8, 16, 32]
 def test_builtin_profiles_are_found_by_name_and_unknown_names_are_refused() -> None:
     nano = get_profile("jetson-orin-nano")
     assert (nano.power_w, nano.memory_gb) == (15.0, 8.0)
-    custom = DeviceProfile(name="pi5", flops=5e10, power_w=8, idle_w=3, memory_gb=8, p_tx_w=0.2, max_rank=8)
+    custom = DeviceProfile(name="pi5", flops=5e10, power_w=8, idle_w=3, memory_gb=8, rx_w=1.0, max_rank=8)
     assert get_profile("pi5", {"pi5": custom}) is custom
     with pytest.raises(UnknownDevice):
         get_profile("toaster")
     with pytest.raises(ValidationError):
-        DeviceProfile(name="bad", flops=-1, power_w=8, idle_w=3, memory_gb=8, p_tx_w=0.2, max_rank=8)
+        DeviceProfile(name="bad", flops=-1, power_w=8, idle_w=3, memory_gb=8, rx_w=1.0, max_rank=8)
 
 
 def test_profiles_agree_with_the_capacity_table_and_fit_their_capacity_rank() -> None:

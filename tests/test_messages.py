@@ -21,6 +21,7 @@ from proto.messages import (
     Position,
     Rejected,
     RoundAnnouncement,
+    RoundTier,
     TaskBudget,
     TaskStats,
     UpdateReport,
@@ -71,6 +72,7 @@ SAMPLES: dict[str, Message] = {
         layers=["encoder.layer.0.attention.self.query"],
         participants=["veh-1", "veh-2"],
     ),
+    "round_tier": RoundTier(sender="rsu_1", seq=8, task="sst2", round=3, index=1, first=3, last=4),
     "update": VehicleUpdate(sender="veh-1", seq=9, task="sst2", round=3, rsu="rsu_1", lora_alpha=16.0, report=REPORT),
     "task_stats": TaskStats(
         sender="rsu_1",
@@ -230,5 +232,5 @@ def test_closed_vocabularies_reject_other_words(field: str, value: str) -> None:
         cls.model_validate(data)
 
 
-def test_tensor_kinds_are_exactly_round_update_and_handoff() -> None:
-    assert {m.KIND for m in ALL_MESSAGES if m.HAS_TENSORS} == {"round", "update", "handoff"}
+def test_tensor_kinds_are_exactly_round_tier_update_and_handoff() -> None:
+    assert {m.KIND for m in ALL_MESSAGES if m.HAS_TENSORS} == {"round", "round_tier", "update", "handoff"}

@@ -57,8 +57,10 @@ def test_restart_after_a_round_closed_announces_the_saved_global_and_lambda(tmp_
     rig.advance(rig.clock.now() + 1.0)  # join_wait_s
     dec = rig.messages(Channel.ROUND, RoundAnnouncement)[-1]
     assert (dec.msg.round, dec.msg.lam, dec.msg.rank) == (1, pytest.approx(0.2), 12)  # 3 updates of rank 4
+    assert [(t.first, t.last) for t in dec.msg.tiers] == [(1, 2), (3, 4), (5, 8), (9, 12)]
+    merged = rig.global_tensors(1)
     for name, f in layers.items():
-        assert torch.allclose(dec.tensors[f"{name}.S"], f.S)
+        assert torch.allclose(merged[f"{name}.S"], f.S)
     assert sorted(p.name for p in (tmp_path / "tasks" / "t1").iterdir()) == ["global_r1.safetensors", "meta.json"]
 
 

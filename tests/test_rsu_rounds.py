@@ -86,7 +86,11 @@ def test_round_closes_at_the_deadline_without_the_missing_vehicle(rig):
     rig.advance(106.0)
     dec = rig.messages(Channel.ROUND, RoundAnnouncement)[-1]
     assert dec.msg.round == 1 and dec.msg.rank == 4
-    assert set(dec.tensors) == {"q.U", "q.S", "q.Vt", "v.U", "v.S", "v.Vt", "head.weight", "head.bias"}
+    assert dec.tensors == {}  # the adapter travels in rank tiers, cut at the candidate ranks: 1-2, 3-4
+    assert [(t.index, t.first, t.last) for t in dec.msg.tiers] == [(0, 1, 2), (1, 3, 4)]
+    merged = rig.global_tensors(1)
+    assert set(merged) == {"q.U", "q.S", "q.Vt", "v.U", "v.S", "v.Vt", "head.weight", "head.bias"}
+    assert merged["q.U"].shape[1] == 4 and merged["q.Vt"].shape[0] == 4
 
 
 def test_duplicate_and_late_updates_are_counted_never_double_counted(rig):
@@ -164,3 +168,41 @@ def test_two_tasks_sharing_vehicles_take_turns(tmp_path):
     rig.advance(1.0)  # timers due now fire
     anns = rig.messages(Channel.ROUND, RoundAnnouncement)
     assert [(a.msg.task, a.msg.round) for a in anns] == [("t1", 0), ("t2", 0)]  # freed v1 goes to t2 at once
+
+
+def test_aggregation_time_is_on_the_clock_and_in_the_next_announcement(rig):
+    rig.aggregate_s = 1.5
+    ann = open_round(rig)  # at 1.0
+    assert ann.last_round_latency_s is None  # no round before this one
+    rig.advance(4.0)
+    rig.upload(make_update("v1", 0, rank=2, samples=100, joules=30.0, accuracy=0.6, seed=1))
+    rig.upload(make_update("v2", 0, rank=8, samples=300, joules=50.0, accuracy=0.8, seed=2))
+    rec = rig.agent.history[-1]
+    # announced at 1.0, closed at 4.0, then 1.5 s aggregating
+    assert rec.aggregate_s == 1.5 and rec.round_latency_s == pytest.approx(3.0 + 1.5)
+    rig.advance(4.0 + 1.5 + 5.0 - 0.01)  # aggregation + round_gap_s: not yet
+    assert rig.messages(Channel.ROUND, RoundAnnouncement)[-1].msg.round == 0
+    rig.advance(4.0 + 1.5 + 5.0)
+    nxt = rig.messages(Channel.ROUND, RoundAnnouncement)[-1].msg
+    assert nxt.round == 1 and nxt.last_round_latency_s == pytest.approx(4.5)
+
+
+def test_a_round_budget_hook_sizes_each_round_from_the_invited_vehicles(rig):
+    seen = []
+
+    def sized(task: str, invited: list[str], cloud_j: float | None) -> float:
+        seen.append((task, invited, cloud_j))
+        return 10.0 * len(invited)
+
+    rig.agent.round_budget = sized
+    ann = open_round(rig, vehicles=("v1", "v2", "v3"))
+    assert ann.round_budget_j == 30.0 and seen == [("t1", ["v1", "v2", "v3"], None)]
+    assert rig.agent.tasks["t1"].pending.budget_j == 30.0  # the dual step prices against what was announced
+
+
+def test_a_failing_round_budget_hook_leaves_the_task_budget(rig):
+    def broken(task: str, invited: list[str], cloud_j: float | None) -> float:
+        raise ValueError("no profile for v1")
+
+    rig.agent.round_budget = broken
+    assert open_round(rig).round_budget_j == 100.0

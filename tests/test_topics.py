@@ -24,6 +24,8 @@ CASES = [
         TopicInfo(Channel.BUDGET, "c0", Role.CLOUD, task="sst2"),
     ),
     (T.round("r1", "ner"), "fedrank/v1/rsu/r1/round/ner", TopicInfo(Channel.ROUND, "r1", Role.RSU, task="ner")),
+    (T.tier("r1", "ner", 3), "fedrank/v1/rsu/r1/tier/ner/3",
+     TopicInfo(Channel.TIER, "r1", Role.RSU, task="ner", target="3")),
     (T.stats("r1", "ner"), "fedrank/v1/rsu/r1/stats/ner", TopicInfo(Channel.STATS, "r1", Role.RSU, task="ner")),
     (
         T.command("r1", "veh-1"),

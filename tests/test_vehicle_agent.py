@@ -20,11 +20,11 @@ from edge_agent.energy.meter import Measurement
 from edge_agent.settings import EdgeSettings, EdgeTaskConfig, PositionConfig
 from edge_agent.work import ModelledCost
 from fedrank.runtime import SimClock
-from proto.adapter import Factored, LoraFactors, pack_factored, pack_lora
+from proto.adapter import Factored, LoraFactors, pack_lora, pack_tier, tier_bounds
 from proto.bus import Delivery
 from proto.codec import decode, encode
 from proto.memory_bus import MemoryBroker, MemoryBus
-from proto.messages import AgentStatus, FaultCommand, Handoff, RoundAnnouncement, VehicleUpdate
+from proto.messages import AgentStatus, FaultCommand, Handoff, RoundAnnouncement, RoundTier, TierRef, VehicleUpdate
 from proto.topics import Role, Topics
 
 T = Topics()
@@ -100,7 +100,10 @@ class FakePolicy:
 class FakeCost:
     """Download 1 s, training 10 s and 2 J per rank, upload 0.5 s and 0.25 J: all labelled model:fake."""
 
+    downloaded: list[int]
+
     def download(self, vehicle: str, payload_bytes: int) -> ModelledCost:
+        self.__dict__.setdefault("downloaded", []).append(payload_bytes)
         return ModelledCost(1.0, 0.0, "model:fake")
 
     def train(self, vehicle: str, task: str, rank: int, steps: int, samples: int) -> ModelledCost:
@@ -108,6 +111,9 @@ class FakeCost:
 
     def upload(self, vehicle: str, payload_bytes: int) -> ModelledCost:
         return ModelledCost(0.5, 0.25, "model:fake")
+
+    def transmit(self, vehicle: str, rsu: str, payload_bytes: int, deliver: Any) -> None:
+        self.agent.timers.schedule(self.agent.clock.now() + 0.5, deliver)  # a link of its own
 
 
 class Rig:
@@ -126,6 +132,8 @@ class Rig:
         self.agent = VehicleAgent(self.settings, self.bus, self.clock, learner_for=lambda task: self.learner,
                                   policy_for=lambda task: self.policy, meter=object(), cost_model=cost,
                                   position=position)
+        if cost is not None:
+            cost.agent = self.agent
         self.bus.connect(will=self.agent.will())
         self.rsu = MemoryBus(self.broker, f"rsu1-{client}")
         self.rsu.connect()
@@ -143,16 +151,24 @@ class Rig:
 
     def announce(self, round_: int = 0, *, participants: tuple[str, ...] = ("veh1", "veh2"), deadline: float = 100.0,
                  lam: float = 0.5, budget: float = 30.0, retain: bool = True, ranks: tuple[int, ...] = (2, 4, 8),
-                 work: tuple[float, ...] = (1.0,), shares: dict[str, float] | None = None) -> dict:
+                 work: tuple[float, ...] = (1.0,), shares: dict[str, float] | None = None,
+                 last_latency: float | None = None) -> dict:
         torch.manual_seed(round_)
         U = torch.linalg.qr(torch.randn(D_OUT, 4))[0]  # (d_out, r)
         Vt = torch.linalg.qr(torch.randn(D_IN, 4))[0].T  # (r, d_in)
         factored = {"q": Factored(U=U, S=torch.tensor([4.0, 3.0, 2.0, 1.0]), Vt=Vt)}
+        bounds = tier_bounds([2, 4, 8], 4)  # components 1-2 and 3-4
+        for k, (first, last) in enumerate(bounds):
+            tier = RoundTier(sender="rsu1", task="t1", round=round_, index=k, first=first, last=last)
+            self.rsu.publish(T.tier("rsu1", "t1", k), encode(tier, pack_tier(factored, {}, first, last, k == 0)),
+                             qos=1, retain=True)
         msg = RoundAnnouncement(sender="rsu1", sent_at=self.clock.now(), seq=round_ + 1, task="t1",
                                 task_type="sentence", round=round_, deadline=deadline, lam=lam, round_budget_j=budget,
                                 ranks=list(ranks), rank=4, lora_alpha=16.0, layers=["q"],
-                                participants=list(participants), work=list(work), shares=shares or {})
-        self.rsu.publish(T.round("rsu1", "t1"), encode(msg, pack_factored(factored, {})), qos=1, retain=retain)
+                                participants=list(participants), work=list(work), shares=shares or {},
+                                last_round_latency_s=last_latency,
+                                tiers=[TierRef(index=k, first=f, last=la) for k, (f, la) in enumerate(bounds)])
+        self.rsu.publish(T.round("rsu1", "t1"), encode(msg, {}), qos=1, retain=retain)
         return factored
 
     def command(self, action: str, round_: int = 0) -> None:
@@ -189,11 +205,16 @@ def test_listed_round_gives_one_update_with_the_measured_report_and_the_policy_r
     # the learner started from the announced factors; the policy saw the announced lambda
     init = rig.learner.calls[0]["init"]
     d = rig.policy.selected_with[0]
-    assert torch.equal(init["q"].U, factored["q"].U) and d.lam == 0.5
+    # a rank-2 vehicle fetched the first tier only: components 1-2 of the announced rank-4 global
+    assert torch.equal(init["q"].U, factored["q"].U[:, :2]) and torch.equal(init["q"].S, factored["q"].S[:2])
+    assert d.lam == 0.5
     # no share announced: the equal share B / |V| = 30 / 2; the candidates are ranks x work
     assert d.share_j == pytest.approx(15.0) and set(d.arms) == {Arm(r, 1.0) for r in (2, 4, 8)}
-    # the policy learns accuracy, seconds and joules of the round, not a normalised figure
-    assert rig.policy.updates == [(Arm(2, 1.0), Observation(0.6, pytest.approx(2.0), pytest.approx(15.0)))]
+    assert rig.policy.updates == []  # learned once the RSU says how long the round took
+    rig.announce(1, participants=("veh2",), last_latency=2.5)
+    rig.agent.pump()
+    # the policy learns accuracy, the round's seconds (2.5 s > its own 2.0 s) and joules, not a normalised figure
+    assert rig.policy.updates == [(Arm(2, 1.0), Observation(0.6, pytest.approx(2.5), pytest.approx(15.0)))]
 
 
 def test_report_estimates_its_upload_from_the_last_link_rate(tmp_path: Path) -> None:
@@ -224,9 +245,12 @@ def test_field_round_is_learned_with_its_own_upload_and_download(tmp_path: Path)
     rig.bus.publish = slow_publish  # type: ignore[method-assign]
     rig.announce(0)
     rig.agent.pump()
+    assert rig.policy.updates == []  # kept for the round's latency ...
+    rig.rsu.publish(T.round("rsu1", "t1"), b"", qos=1, retain=True)  # ... which never comes: the task finished
+    rig.agent.pump()
     (_arm, obs), = rig.policy.updates
     down = rig.agent.job.down_s
-    assert down > 0  # the announcement's bytes at the measured link rate
+    assert down > 0  # the rank tiers' bytes at the measured link rate
     assert obs.joules == pytest.approx(15.0 + P_TX * 0.7) and obs.seconds == pytest.approx(down + 2.0 + 0.7)
 
 
@@ -239,7 +263,7 @@ def test_redelivered_or_duplicate_announcement_changes_nothing(tmp_path: Path) -
     # a retained copy reaches a resubscription too
     rig.agent.inbox.subscribe(rig.bus, T.round("rsu1", "t1"))
     rig.agent.pump()
-    assert len(rig.updates) == 1 and len(rig.learner.calls) == 1 and len(rig.policy.updates) == 1
+    assert len(rig.updates) == 1 and len(rig.learner.calls) == 1 and len(rig.agent._unscored) == 1
     assert rig.agent.counters["round_seen_before"] == 2 and rig.agent.seq == seq_after
 
 
@@ -401,9 +425,12 @@ def test_policy_gets_reward_and_cost_after_every_round(tmp_path: Path) -> None:
         rig.clock.advance_to(t0)
         rig.announce(k, deadline=t0 + 100.0, budget=40.0, participants=("veh1", "veh2", "veh3", "veh4"))
         rig.advance(t0 + 11.5)
-    # wall 11.5 s (1 down + 10 train + 0.5 up), 8 J train + 0.25 J upload
-    expect = (Arm(4, 1.0), Observation(0.6, pytest.approx(11.5), pytest.approx(8.25)))
-    assert rig.policy.updates == [expect, expect]
+    rig.announce(2, participants=("veh2",), last_latency=30.0)
+    rig.agent.pump()
+    # round 0: the RSU did not say (an older RSU), so its own wall 11.5 s (1 down + 10 train + 0.5 up);
+    # round 1: the round took 30 s (a straggler); both 8 J train + 0.25 J upload
+    assert rig.policy.updates == [(Arm(4, 1.0), Observation(0.6, pytest.approx(11.5), pytest.approx(8.25))),
+                                  (Arm(4, 1.0), Observation(0.6, pytest.approx(30.0), pytest.approx(8.25)))]
 
 
 def test_done_rounds_survive_a_restart(tmp_path: Path) -> None:
@@ -482,3 +509,66 @@ def test_a_zero_budget_is_refused_by_the_bandit_and_counted(tmp_path: Path) -> N
     rig.agent.pump()
     assert rig.updates == [] and rig.learner.calls == [] and rig.agent.counters["round_refused_by_policy"] == 1
     assert rig.policy.decisions == 0
+
+
+# -- rank tiers --------------------------------------------------------------------------------------
+def publish_rank8_global(rig: Rig) -> tuple[dict, list[dict]]:
+    """A rank-8 global in the tiers of ranks [2, 4, 8]: components 1-2, 3-4, 5-8."""
+    torch.manual_seed(7)
+    g = {"q": Factored(U=torch.linalg.qr(torch.randn(D_OUT, 8))[0], S=torch.arange(8, 0, -1).float(),
+                       Vt=torch.randn(8, D_IN))}  # U (d_out, 8), S (8,), Vt (8, d_in)
+    head = {"weight": torch.randn(2, D_IN)}
+    parts = []
+    for k, (first, last) in enumerate(tier_bounds([2, 4, 8], 8)):
+        tensors = pack_tier(g, head, first, last, k == 0)
+        parts.append(tensors)
+        rig.rsu.publish(T.tier("rsu1", "t1", k), encode(RoundTier(sender="rsu1", task="t1", round=0, index=k,
+                                                                 first=first, last=last), tensors), retain=True)
+    ann = RoundAnnouncement(sender="rsu1", task="t1", task_type="sentence", round=0, deadline=100.0, lam=0.0,
+                            round_budget_j=30.0, ranks=[2, 4, 8], rank=8, layers=["q"], participants=["veh1"],
+                            tiers=[TierRef(index=0, first=1, last=2), TierRef(index=1, first=3, last=4),
+                                   TierRef(index=2, first=5, last=8)])
+    rig.rsu.publish(T.round("rsu1", "t1"), encode(ann, {}), retain=True)
+    return g, parts
+
+
+def test_a_rank4_vehicle_fetches_exactly_the_first_two_tiers(tmp_path: Path) -> None:
+    cost = FakeCost()
+    rig = Rig(tmp_path, cost=cost)
+    rig.policy.rank = 4
+    g, parts = publish_rank8_global(rig)
+    rig.advance(11.5)
+    init = rig.learner.calls[0]["init"]["q"]
+    assert torch.equal(init.U, g["q"].U[:, :4]) and torch.equal(init.S, g["q"].S[:4])
+    assert torch.equal(rig.learner.calls[0]["head"]["weight"], parts[0]["head.weight"])
+    want = sum(t.numel() * t.element_size() for p in parts[:2] for t in p.values())
+    assert cost.downloaded == [want]  # tiers 1-2 and 3-4 (with the head), never 5-8
+    assert want < sum(t.numel() * t.element_size() for p in parts for t in p.values())
+    assert "tier_not_needed" not in rig.agent.counters and rig.agent._fetch is None  # tier 5-8 never came
+    assert [u.report.rank for u in rig.updates] == [4]
+
+
+def test_a_round_whose_tiers_never_come_is_given_up_at_its_deadline(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, cost=FakeCost())
+    ann = RoundAnnouncement(sender="rsu1", task="t1", task_type="sentence", round=0, deadline=30.0, lam=0.0,
+                            round_budget_j=30.0, ranks=[2, 4, 8], rank=4, layers=["q"], participants=["veh1"],
+                            tiers=[TierRef(index=0, first=1, last=2), TierRef(index=1, first=3, last=4)])
+    rig.rsu.publish(T.round("rsu1", "t1"), encode(ann, {}), retain=True)
+    rig.advance(10.0)
+    assert rig.status[-1].busy  # fetching counts as busy
+    rig.advance(30.0)
+    assert rig.agent.counters["tier_fetch_timeout"] == 1 and rig.updates == [] and rig.learner.calls == []
+    rig.advance(35.0)
+    assert not rig.status[-1].busy
+
+
+def test_a_modelled_download_costs_the_vehicle_its_receive_energy(tmp_path: Path) -> None:
+    class ReceivingCost(FakeCost):
+        def download(self, vehicle: str, payload_bytes: int) -> ModelledCost:
+            return ModelledCost(1.0, 0.3, "model:fake")  # 1 s at a 0.3 W receive power
+
+    rig = Rig(tmp_path, cost=ReceivingCost())
+    rig.announce(0)
+    rig.advance(11.5)
+    # rank 4: download 0.3 J + train 2 * 4 J + upload 0.25 J
+    assert rig.updates[0].report.joules == pytest.approx(0.3 + 8.0 + 0.25)

@@ -24,7 +24,7 @@ class DeviceProfile(BaseModel):
     power_w: float = Field(gt=0, description="board power while training, W (modelled)")
     idle_w: float = Field(ge=0, description="board power while idle, W (modelled)")
     memory_gb: float = Field(gt=0, description="memory available to training, GB")
-    p_tx_w: float = Field(gt=0, description="radio transmit power, W")
+    rx_w: float = Field(gt=0, description="radio power while receiving, W (download energy; modelled)")
     max_rank: int = Field(ge=1, description="largest LoRA rank the device is allowed to train")
 
 
@@ -32,19 +32,20 @@ class DeviceProfile(BaseModel):
 # 7-15 W modes, 8 GB shared LPDDR5; Jetson Xavier NX: 21 TOPS INT8, 10-20 W, 8 GB; Jetson AGX Orin 32GB: 200 TOPS
 # sparse INT8, 15-40 W, 32 GB; x86 vehicle PC with an RTX A4000 (16 GB, ~19 TFLOPS fp32, 140 W) plus ~60 W of host.
 # Effective fp16 training throughput taken as ~2-3% of the sparse-INT8 headline (dense fp16 is ~1/4 of it,
-# and small-batch LoRA reaches ~10% of dense fp16 peak). Radio: 0.2 W (23 dBm), the usual C-V2X UE maximum.
+# and small-batch LoRA reaches ~10% of dense fp16 peak). Radio: receiving costs about 1 W (LTE modem power measured
+# at low downlink throughput, Huang et al., MobiSys 2012); the transmit power is the channel preset's, one per fleet.
 # max_rank: 16 on the 8 GB shared-memory boards to leave headroom for the OS and the base model.
 BUILTIN_PROFILES: dict[str, DeviceProfile] = {
     p.name: p
     for p in (
         DeviceProfile(name="jetson-orin-nano", flops=1.0e12, power_w=15.0, idle_w=5.0, memory_gb=8.0,
-                      p_tx_w=0.2, max_rank=16),
+                      rx_w=1.0, max_rank=16),
         DeviceProfile(name="jetson-xavier-nx", flops=0.5e12, power_w=15.0, idle_w=4.5, memory_gb=8.0,
-                      p_tx_w=0.2, max_rank=16),
+                      rx_w=1.0, max_rank=16),
         DeviceProfile(name="jetson-agx-orin", flops=5.0e12, power_w=40.0, idle_w=10.0, memory_gb=32.0,
-                      p_tx_w=0.2, max_rank=32),
+                      rx_w=1.0, max_rank=32),
         DeviceProfile(name="x86-dgpu", flops=10.0e12, power_w=200.0, idle_w=50.0, memory_gb=16.0,
-                      p_tx_w=0.2, max_rank=32),
+                      rx_w=1.0, max_rank=32),
     )
 }
 
