@@ -1,7 +1,9 @@
 """The RSU's dual price on a task's energy budget (PAPER.md section 4).
 
-lambda_m <- clip(lambda_m + mu * (E_round - B_m(t)) / B_m(t), 0, lambda_max), lambda_m(0) = 0. The step is
-normalised by the budget so that mu is unit-free: overspending the budget by 100% raises lambda by mu.
+lambda_m <- clip(lambda_m + mu * min(1, (E_round - B_m(t)) / B_m(t)), 0, lambda_max), lambda_m(0) = 0. The step is
+normalised by the budget so that mu is unit-free: overspending the budget by 100% raises lambda by mu. The relative
+excess is capped at 1 (our decision): a round can lower lambda by at most mu (nothing spent), so one round on a
+collapsed budget (the cloud moved it away, 19x overspent) would otherwise raise lambda for many rounds after.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ def dual_step(lam: float, energy_j: float, budget_j: float, mu: float = DEFAULT_
     _check_budget(budget_j)
     _finite("mu", mu, 0.0)
     _finite("lam_max", lam_max, 0.0)
-    return min(max(lam + mu * (energy_j - budget_j) / budget_j, 0.0), lam_max)
+    excess = min(1.0, (energy_j - budget_j) / budget_j)  # one round on a collapsed budget moves lambda by <= mu
+    return min(max(lam + mu * excess, 0.0), lam_max)
 
 
 def violation(energy_j: float, budget_j: float) -> float:
