@@ -132,7 +132,7 @@ def over_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"seeds": list(per_seed), "runs": {str(s): r for s, r in per_seed.items()}, "ci95": {}}
     for key in ("avg_accuracy", "mean_round_latency_s", "energy_j", "budget_j", "spend_ratio", "lam_max",
                 "violation_j", "bytes_on_wire", "cumulative_reward"):
-        out[key], out["ci95"][key] = mean_ci95([_num(r[key]) for r in runs])
+        out[key], out["ci95"][key] = mean_ci95([_num(r.get(key)) for r in runs])
     tasks = list(runs[0]["per_task_accuracy"])
     pt = {t: mean_ci95([_num(r["per_task_accuracy"].get(t)) for r in runs]) for t in tasks}
     out["per_task_accuracy"] = {t: m for t, (m, _) in pt.items()}
