@@ -209,18 +209,25 @@ class LocalTrainer:
             self._encodings.popitem(last=False)
         return encoded
 
-    def _batches(self, spec: TaskSpec, model: nn.Module, head: nn.Module, examples: Sequence[Example]
-                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _batches(self, spec: TaskSpec, model: nn.Module, head: nn.Module, examples: Sequence[Example],
+                 by_length: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Evaluation batches in order, or (`by_length`) grouped by length so that each batch is trimmed to
+        similar lengths: less padding computed (metrics are sums over examples, so order does not matter)."""
         encoded = self._encoded(spec, examples)
+        order = torch.arange(len(encoded))
+        if by_length:
+            mask = encoded.attention_mask
+            lengths = mask.sum(-1).amax(-1) if mask.dim() == 3 else mask.sum(-1)  # choice: the longer pair
+            order = torch.argsort(lengths, stable=True)
         with torch.inference_mode():
             for lo in range(0, len(encoded), self.eval_batch_size):
-                batch = encoded.batch(torch.arange(lo, min(lo + self.eval_batch_size, len(encoded))))
+                batch = encoded.batch(order[lo: lo + self.eval_batch_size])
                 yield forward_logits(spec.task_type, model, head, batch), batch["labels"]
 
     def _metrics(self, spec: TaskSpec, model: nn.Module, head: nn.Module, examples: Sequence[Example]
                  ) -> dict[str, float]:
         acc = MetricAccumulator(spec.task_type)
-        for logits, labels in self._batches(spec, model, head, examples):
+        for logits, labels in self._batches(spec, model, head, examples, by_length=True):
             acc.add(logits, labels)
         return acc.result()
 

@@ -3,7 +3,9 @@
 Clearly labelled wherever it is used: accuracy figures from it say `surrogate`. The factors it returns have the
 real shapes (so aggregation, the wire and the RSU are exercised as usual) but carry no learned signal; its
 accuracy follows a saturating curve in the samples seen, whose ceiling grows with rank and whose speed falls
-with rank, so a rank trade-off exists for the bandit to find.
+with rank, so a rank trade-off exists for the bandit to find. A round of fewer local steps than the configured
+`full_steps` ends lower on the vehicle's own curve (`work_drop` at no steps, linear in the missing fraction), so
+local work buys accuracy as it does in real training and the work configurations have a trade-off too.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ class SurrogateLearner:
     """
 
     def __init__(self, layers: dict[str, tuple[int, int]], num_train: int, batch_size: int, task: str,
-                 progress: dict[str, int], q0: float = 0.5, q_cap: float = 0.92, seed: int = 0) -> None:
+                 progress: dict[str, int], q0: float = 0.5, q_cap: float = 0.92, seed: int = 0,
+                 full_steps: int | None = None, work_drop: float = 0.05) -> None:
         self.layers = layers
         self.num_train = num_train
         self.batch_size = batch_size
@@ -33,6 +36,7 @@ class SurrogateLearner:
         self.progress = progress
         self.q0, self.q_cap = q0, q_cap
         self.seed = seed
+        self.full_steps, self.work_drop = full_steps, work_drop
 
     @property
     def seen(self) -> int:
@@ -51,6 +55,8 @@ class SurrogateLearner:
                                   B=torch.randn(d_out, rank, generator=gen) * 1e-3)
                    for n, (d_out, d_in) in self.layers.items()}
         q = self.accuracy(rank)
+        if self.full_steps:  # fewer local steps than configured: lower on this round's curve
+            q -= self.work_drop * max(0.0, 1.0 - steps / self.full_steps)
         return TrainResult(layers=factors, head=dict(head) if isinstance(head, dict) else {},
                                samples=self.num_train, loss=max(0.0, 1.0 - q), local_accuracy=q, train_s=0.0,
                                energy=Measurement(0.0, 0.0, "none", (), False), steps=steps, partial=False)

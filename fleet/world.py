@@ -282,7 +282,7 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
         learner: TaskLearner | SurrogateLearner = TaskLearner(trainer, specs[t.name], *shares[vid])
         if cfg.learner == "surrogate":
             learner = SurrogateLearner(layers, len(shares[vid][0]), cfg.batch_size, t.name, surrogate_progress,
-                                       seed=cfg.seed + len(vehicles))
+                                       seed=cfg.seed + len(vehicles), full_steps=cfg.local_steps)
 
         def policy_for(task: str, s: EdgeSettings = s, dev: DeviceProfile = dev):
             return make_policy(s.rank_policy, rank=s.fixed_rank if s.rank_policy == "fixed" else None,

@@ -46,6 +46,7 @@ class Reason(str, Enum):
     DUPLICATE = "duplicate"  # this identity already counted in the round (counted, not an error)
     BAD_MIGRATION = "bad_migration"  # `migrated_from` names a vehicle the sender was not asked to continue
     RANK_NOT_CANDIDATE = "rank_not_candidate"  # report.rank is not one of the round's `ranks`
+    WORK_NOT_CANDIDATE = "work_not_candidate"  # report.work is not one of the round's `work` fractions
     ALPHA_MISMATCH = "alpha_mismatch"  # lora_alpha differs from the round's
     BAD_REPORT = "bad_report"
     BAD_LAYERS = "bad_layers"  # tensor names do not match the round's `layers` (+ lora_A / lora_B)

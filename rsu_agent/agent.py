@@ -91,7 +91,6 @@ class RsuAgent(GuardMixin, Agent):
         self._rejected: Counter[str] = Counter()
         self.disk = DiskGuard(settings.state_dir, self.metrics, self._status_changed)
         self._close_retry: set[str] = set()  # tasks whose close waits for the disk
-        self._disk_timer = 0.0
         self._expected: frozenset[str] = frozenset()  # topics of updates open rounds wait for (read by transport)
         self.inbox = Inbox(settings.inbox_max_items, settings.inbox_max_bytes, priority=self._awaited)
         self.metrics.watch_inbox(self.inbox.depth)
@@ -167,14 +166,7 @@ class RsuAgent(GuardMixin, Agent):
         self._watch_disk()
 
     def _watch_disk(self) -> None:
-        """Notice meta.json writes that failed; while degraded, retry them when due (a timer makes sure a turn
-        comes then, also under a simulated clock)."""
-        dirty = [(f"task {n}: meta.json", tr.flush, tr.meta_error) for n, tr in self.tasks.items() if tr.meta_dirty]
-        self.disk.check(self.clock.now(), dirty)
-        h = self.disk.health
-        if h.degraded and self._disk_timer != h.next_try:
-            self._disk_timer = h.next_try
-            self.timers.schedule(h.next_try, lambda: None)  # on_tick runs after it
+        self.disk.watch(self.clock.now(), self.tasks, self.timers.schedule)
 
     def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         try:

@@ -14,8 +14,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from fedrank.state import atomic_write_bytes
 
@@ -105,6 +106,7 @@ class DiskGuard:
         self.health = health or StorageHealth()
         self._metrics = metrics
         self._on_change = on_change
+        self._timer_at = 0.0
 
     @property
     def healthy(self) -> bool:
@@ -146,6 +148,16 @@ class DiskGuard:
             self.failed(now, "retry", exc)
             return
         self.ok(now)
+
+    def watch(self, now: float, tasks: Mapping[str, Any],
+              schedule: Callable[[float, Callable[[], None]], None]) -> None:
+        """`check` with the tasks' dirty metas; while degraded, make sure the agent gets a turn when the next retry
+        is due (a timer that does nothing: the tick after it retries), also under a simulated clock."""
+        self.check(now, [(f"task {n}: meta.json", tr.flush, tr.meta_error) for n, tr in tasks.items() if tr.meta_dirty])
+        h = self.health
+        if h.degraded and self._timer_at != h.next_try:
+            self._timer_at = h.next_try
+            schedule(h.next_try, lambda: None)
 
     def _changed(self, degraded: bool) -> None:
         set_degraded = getattr(self._metrics, "set_degraded", None)

@@ -24,6 +24,13 @@ def test_overspending_raises_the_price_by_mu_times_the_relative_excess():
     assert dual_step(0.25, 300.0, 200.0, mu=0.2) == pytest.approx(0.35)
 
 
+def test_one_round_moves_the_price_by_at_most_mu():
+    # a collapsed budget: (1900 - 100) / 100 = 18, clipped to 1 -> 0.5 + 0.1 = 0.6, not 2.3
+    assert dual_step(0.5, 1900.0, 100.0) == pytest.approx(0.6)
+    # the most a round can lower it: nothing spent, -1 -> 0.5 - 0.1
+    assert dual_step(0.5, 0.0, 100.0) == pytest.approx(0.4)
+
+
 def test_underspending_lowers_the_price_and_clips_at_zero():
     # 0.4 + 0.1 * (80 - 100) / 100 = 0.38
     assert dual_step(0.4, 80.0, 100.0) == pytest.approx(0.38)

@@ -147,9 +147,9 @@ def test_dual_price_rises_on_overspend_and_falls_on_underspend(run: dict) -> Non
     mu, lam_max = DEFAULT_MU, DEFAULT_LAM_MAX  # RsuTaskConfig defaults (docs/algorithms.md section 4)
     for task in (HARD, EASY):
         recs = records(run, task)
-        for r in recs:  # lambda <- clip(lambda + mu (E - B) / B, 0, lambda_max)
-            assert r.lam == pytest.approx(min(lam_max, max(0.0, r.lam_announced + mu * (r.energy_j - r.budget_j)
-                                                           / r.budget_j)))
+        for r in recs:  # lambda <- clip(lambda + mu min(1, (E - B) / B), 0, lambda_max)
+            excess = min(1.0, (r.energy_j - r.budget_j) / r.budget_j)
+            assert r.lam == pytest.approx(min(lam_max, max(0.0, r.lam_announced + mu * excess)))
         over, under = recs[1], recs[2]
         assert over.energy_j > over.budget_j and over.lam > over.lam_announced
         assert under.energy_j < under.budget_j and under.lam < under.lam_announced

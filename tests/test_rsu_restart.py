@@ -51,12 +51,12 @@ def test_restart_mid_round_keeps_accepted_updates_and_the_aggregate_includes_the
 def test_restart_after_a_round_closed_announces_the_saved_global_and_lambda(tmp_path):
     rig = start_round(tmp_path)
     for i, v in enumerate(("v1", "v2", "v3")):
-        rig.upload(make_update(v, 0, joules=100.0, seed=i))  # 300 J of a 100 J budget: lam 0.1 * 2 = 0.2
+        rig.upload(make_update(v, 0, joules=100.0, seed=i))  # 300 J of a 100 J budget: lam 0.1 * min(1, 2) = 0.1
     layers = rig.agent.tasks["t1"].layers
     rig.agent = rig.new_agent()
     rig.advance(rig.clock.now() + 1.0)  # join_wait_s
     dec = rig.messages(Channel.ROUND, RoundAnnouncement)[-1]
-    assert (dec.msg.round, dec.msg.lam, dec.msg.rank) == (1, pytest.approx(0.2), 12)  # 3 updates of rank 4
+    assert (dec.msg.round, dec.msg.lam, dec.msg.rank) == (1, pytest.approx(0.1), 12)  # 3 updates of rank 4
     assert [(t.first, t.last) for t in dec.msg.tiers] == [(1, 2), (3, 4), (5, 8), (9, 12)]
     merged = rig.global_tensors(1)
     for name, f in layers.items():

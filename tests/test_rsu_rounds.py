@@ -124,16 +124,16 @@ def test_lambda_rises_when_overspent_and_falls_when_underspent(rig):
     rig.upload(make_update("v1", 0, joules=100.0, seed=1))
     rig.upload(make_update("v2", 0, joules=200.0, seed=2))
     rec = rig.agent.history[-1]
-    assert rec.lam == pytest.approx(0 + 0.1 * (300 - 100) / 100)  # 0.2
+    assert rec.lam == pytest.approx(0 + 0.1 * min(1, (300 - 100) / 100))  # 0.1: the excess is clipped at 1
     assert rec.violation_j == pytest.approx(200.0)
     rig.advance(6.0)  # next round, announced with the new lambda
-    assert rig.messages(Channel.ROUND, RoundAnnouncement)[-1].msg.lam == pytest.approx(0.2)
+    assert rig.messages(Channel.ROUND, RoundAnnouncement)[-1].msg.lam == pytest.approx(0.1)
     rig.upload(make_update("v1", 1, joules=20.0, seed=3))
     rig.upload(make_update("v2", 1, joules=30.0, seed=4))
     rec = rig.agent.history[-1]
-    assert rec.lam == pytest.approx(0.2 + 0.1 * (50 - 100) / 100)  # 0.15
+    assert rec.lam == pytest.approx(0.1 + 0.1 * (50 - 100) / 100)  # 0.05
     assert rec.violation_j == pytest.approx(200.0)  # cumulative; this round added nothing
-    assert rig.messages(Channel.STATS, TaskStats)[-1].msg.lam == pytest.approx(0.15)
+    assert rig.messages(Channel.STATS, TaskStats)[-1].msg.lam == pytest.approx(0.05)
 
 
 def test_cloud_budget_applies_from_the_next_announcement(rig):

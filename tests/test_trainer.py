@@ -231,3 +231,29 @@ def test_evaluating_lora_factors_of_mixed_ranks_matches_their_own_scales(trainer
     got = trainer.predict(SENT, DATA[:8], layers=layers, head=head, alpha=4.0)
     deltas = {n: (4.0 / f.rank) * f.B @ f.A for n, f in layers.items()}  # each layer at its own s(eta)
     assert torch.allclose(got[0], _reference_logits(model_dir, SENT, DATA[:8], deltas, head), atol=1e-5)
+
+
+def test_length_grouped_evaluation_gives_the_in_order_metrics(trainer: LocalTrainer) -> None:
+    """evaluate() batches by length (less padding); its metrics equal those of batches in input order."""
+    from edge_agent.data.readers import ChoiceExample
+    from edge_agent.tasks import MetricAccumulator
+
+    texts = ["good", "a long and rambling review that keeps going on about nothing much at all", "bad film",
+             "fine", "one of the very best things this year, without any doubt whatsoever", "meh"] * 3
+    data = [SentenceExample(t, i % 2) for i, t in enumerate(texts)]
+    copa = TaskSpec("copa", "choice", 2)
+    choice = [ChoiceExample(p, "cause" if i % 2 else "effect", a, b, i % 2) for i, (p, a, b) in enumerate(
+        [("the man slipped", "the floor was wet and very slippery after cleaning", "he sang"),
+         ("it rained", "we stayed in", "the sun was out all day long over the fields and hills")] * 4)]
+    small = LocalTrainer(trainer.model_dir, max_length=32, batch_size=4, eval_batch_size=4)
+    glob = _global_update(small, rank=2, seed=3)
+    for spec, exs, head in ((SENT, data, {"weight": torch.randn(2, 32), "bias": torch.randn(2)}),
+                            (copa, choice, {"weight": torch.randn(1, 32), "bias": torch.randn(1)})):
+        got = small.evaluate(spec, exs, layers=glob, head=head, alpha=16.0)
+        acc = MetricAccumulator(spec.task_type)
+        batches = small.predict(spec, exs, layers=glob, head=head, alpha=16.0)  # batches in input order
+        labels = [torch.tensor([e.label for e in exs[i: i + 4]]) for i in range(0, len(exs), 4)]
+        for logits, lab in zip(batches, labels, strict=True):
+            acc.add(logits, lab)
+        want = acc.result()
+        assert got["accuracy"] == want["accuracy"] and got["loss"] == pytest.approx(want["loss"], rel=1e-5)
