@@ -60,8 +60,9 @@ def markdown_table(results: dict[str, dict[str, Any]], base: FleetConfig) -> str
                f"{r['bytes_on_wire']:,}"]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
-    lines.append("Accuracy: measured on each task's test split (global adapter of each RSU, averaged over RSUs). "
-                 "Latency and energy: modelled from device profiles and the channel model (PAPER.md section 2).")
+    acc = ("Accuracy: SURROGATE learning curve (fleet/surrogate.py), not measured. " if base.learner == "surrogate"
+           else "Accuracy: measured on each task's test split (global adapter of each RSU, averaged over RSUs). ")
+    lines.append(acc + "Latency and energy: modelled from device profiles and the channel model (PAPER.md section 2).")
     return "\n".join(lines) + "\n"
 
 
