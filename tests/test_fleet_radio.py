@@ -106,3 +106,14 @@ def test_the_cli_refuses_a_bad_fleet_config_naming_the_field_and_writes_nothing(
     assert main(["fleet", "run", "--quick", "--config", str(cfg), "--out", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists()
     assert next(iter(bad)) in capsys.readouterr().out
+
+
+def test_channel_tables_give_one_table_per_preset_with_the_breakdown_and_spend() -> None:
+    from fleet.compare import channel_tables
+
+    run = {"mean_round_latency_s": 9.0, "avg_accuracy": 0.8, "energy_j": 30.0, "budget_j": 40.0,
+           "bytes_on_wire": 5_000_000, "bytes_to_vehicles_by_kind": {"round": 1_000_000, "tier": 2_000_000},
+           "latency_breakdown_s": {"download": 1.0, "train": 2.0, "upload": 3.0, "wait": 2.5, "aggregate": 0.5}}
+    md = channel_tables({"paper": {"ucb-dual": run}, "nr5g": {"ucb-dual": run}}, FleetConfig(learner="surrogate"))
+    assert md.count("#### channel") == 2 and "SURROGATE" in md
+    assert "| ucb-dual | 9.00 | 1.00 | 2.00 | 3.00 | 2.50 | 0.50 | 0.75 | 5.0 | 3.0 | 0.800 |" in md
