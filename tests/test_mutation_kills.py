@@ -306,3 +306,81 @@ def test_index_charges_only_a_known_positive_cost() -> None:
     c_lcb = 0.8 - 0.5 * math.sqrt(log_t)  # below 1 and above 0: charged as it is
     assert 0 < c_lcb < 1
     assert b.index(4, 2.0) == pytest.approx(0.5 + 0.5 * math.sqrt(log_t) - 2.0 * c_lcb)
+
+
+# -- edge_agent/energy/meter.py ------------------------------------------------------------------------------
+class _TwoRails:
+    """A bare EnergyMeter with two power channels read from a list the test changes; None: read failed."""
+
+    @staticmethod
+    def make(values: dict, clock=None, **kw):
+        from edge_agent.energy.meter import EnergyMeter, PowerIntegral
+
+        class Two(EnergyMeter):
+            source = "two"
+
+            def _channels(self):
+                return {"a": PowerIntegral(), "b": PowerIntegral()}, {}
+
+            def _read(self):
+                return dict(values)
+
+        return Two(clock=clock, **kw) if clock is not None else Two(**kw)
+
+
+def test_measurement_and_describe_have_their_documented_keys() -> None:
+    from edge_agent.energy.meter import Measurement
+
+    m = Measurement(joules=6.0, seconds=0.5, source="rapl", domains=("package-0",), measured=True,
+                    domain_joules={"package-0": 6.0}, sub_joules={"core-0": 2.0}, lower_bound=False)
+    assert m.to_dict() == {"source": "rapl", "measured": True, "lower_bound": False, "domains": ["package-0"],
+                           "joules": 6.0, "seconds": 0.5, "watts": 12.0, "domain_joules": {"package-0": 6.0},
+                           "domain_watts": {"package-0": 12.0}, "sub_joules": {"core-0": 2.0}}
+    zero = Measurement(joules=1.0, seconds=0.0, source="x", domains=("d",), measured=True, domain_joules={"d": 1.0})
+    assert zero.to_dict()["domain_watts"] == {"d": 0.0} and zero.watts == 0.0
+    meter = _TwoRails.make({"a": 1.0, "b": 1.0})
+    assert meter.describe() == {"source": "two", "measured": True, "lower_bound": False, "domains": [],
+                                "sub_domains": [], "interval_s": 0.1, "tried": []}
+
+
+def test_meter_unavailable_keeps_backend_and_reason() -> None:
+    from edge_agent.energy.meter import MeterUnavailable
+
+    e = MeterUnavailable("rapl", "no powercap")
+    assert (e.backend, e.reason, str(e)) == ("rapl", "no powercap", "rapl: no powercap")
+
+
+def test_poll_and_error_counts_and_a_failed_channel_does_not_stop_the_others() -> None:
+    from fake_sysfs import FakeClock
+
+    values: dict = {"a": 2.0, "b": 4.0}
+    clock = FakeClock()
+    meter = _TwoRails.make(values, clock=clock, interval_s=None)
+    with meter:  # open polls once
+        span = meter.start()  # and the span start once more
+        values.update(a=None, b=8.0)  # channel a fails; b, read after it, must still count
+        clock.advance(1.0)
+        meter.poll()
+        clock.advance(1.0)
+        meter.poll()
+        values.update(a=2.0, b=4.0)
+        clock.advance(1.0)
+        m = span.stop()
+    assert meter.polls == 5 and meter.read_errors == 2
+    # b: trapezoid over 4, 8, 8, 4 W at 1 s steps; a: 2 W across the gap
+    assert m.domain_joules == pytest.approx({"a": 2.0 * 3, "b": 6.0 + 8.0 + 6.0})
+    with pytest.raises(RuntimeError, match=r"^energy meter is not open$"):
+        meter.poll()
+
+
+def test_the_polling_thread_is_a_named_daemon_and_close_twice_is_harmless(tmp_path) -> None:
+    meter = _TwoRails.make({"a": 1.0, "b": 1.0}, interval_s=0.01)
+    meter.open()
+    t = meter._thread
+    assert t is not None and t.daemon and t.name == "energy-two"
+    meter.close()
+    meter.close()
+    meter.open()  # reopen after close: a new thread
+    assert meter._thread is not None and meter._thread is not t and meter._thread.is_alive()
+    meter.close()
+    assert meter._thread is None
