@@ -213,14 +213,18 @@ def _state(path, arms: object, kind: str | None = None, version: object = None, 
 GOOD_ARM = {"n": 3, "r_hat": 0.5, "n_cost": 2, "c_hat": 1.0}
 
 
-@pytest.mark.parametrize("bad", [
-    {"a2": {**GOOD_ARM, "c_hat": "x"}},  # a mean that is not a number
-    {"a2": {**GOOD_ARM, "r_hat": 1.5}},  # a reward mean outside [0, 1]
-    {"kind": "other"},  # another file's kind, this version
-    {"doc": []},  # not an object at all
-    {"arms": ["2", "4"]},  # the arm names, but not a table
+@pytest.mark.parametrize(("bad", "why"), [
+    ({"a2": {**GOOD_ARM, "c_hat": "x"}}, "ValueError: means are not numbers"),
+    ({"a2": {**GOOD_ARM, "r_hat": 1.5}}, "ValueError: means out of range r_hat=1.5 c_hat=1.0"),
+    ({"a2": {**GOOD_ARM, "n_cost": 4}}, "ValueError: bad pull counts n=3 n_cost=4"),
+    ({"a2": 5}, "ValueError: arm entry is not an object"),
+    ({"kind": "other"}, "ValueError: not a fedrank UCB-DUAL state file of this version"),
+    ({"doc": []}, "ValueError: not a fedrank UCB-DUAL state file of this version"),
+    ({"arms": ["2", "4"]}, "ValueError: arm table does not match the rank set"),
+    ({"ranks": [2, 8]}, "ValueError: state is for ranks [2, 8], this bandit has [2, 4]"),
 ])
-def test_unusable_bandit_state_is_moved_aside_not_crashed_on(tmp_path, bad: dict) -> None:
+def test_unusable_bandit_state_is_moved_aside_not_crashed_on(tmp_path, caplog, bad: dict, why: str) -> None:
+    import logging
     import time as _time
 
     from edge_agent.bandit import UcbDual
@@ -231,14 +235,16 @@ def test_unusable_bandit_state_is_moved_aside_not_crashed_on(tmp_path, bad: dict
         arms = {"2": bad["a2"], "4": dict(GOOD_ARM)}
     if "arms" in bad:
         arms = bad["arms"]
-    _state(path, arms, kind=bad.get("kind"))
+    _state(path, arms, kind=bad.get("kind"), ranks=bad.get("ranks"))
     if "doc" in bad:
         path.write_text(json.dumps(bad["doc"]))
     before = _time.time() * 1000
-    b = UcbDual([2, 4], state_path=path)
+    with caplog.at_level(logging.WARNING, logger="edge_agent.bandit"):
+        b = UcbDual([2, 4], state_path=path)
     assert b.total_pulls == 0 and not path.exists()
     [aside] = list(tmp_path.glob("bandit.json.bad-*"))
     assert before - 1 <= int(aside.name.rsplit("-", 1)[1]) <= _time.time() * 1000 + 1  # named by the time in ms
+    assert f"unusable ({why}); moved to" in caplog.text
 
 
 def test_bandit_state_at_the_edges_of_its_ranges_is_restored_exactly(tmp_path) -> None:
