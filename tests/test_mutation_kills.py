@@ -15,6 +15,7 @@ import torch
 
 import edge_agent.bandit as bd
 from rsu_agent.dual import dual_step, violation
+from tests.helpers_rsu import make_update
 
 
 # -- rsu_agent/dual.py ---------------------------------------------------------------------------------------
@@ -390,3 +391,53 @@ def test_the_polling_thread_is_a_named_daemon_and_close_twice_is_harmless(tmp_pa
     assert meter._thread is not None and meter._thread is not t and meter._thread.is_alive()
     meter.close()
     assert meter._thread is None
+
+
+# -- proto/codec.py ------------------------------------------------------------------------------------------
+def _rej(payload: object, expected=None, **kw) -> tuple[str, str]:
+    from proto.codec import decode
+    from proto.errors import PayloadRejected
+
+    with pytest.raises(PayloadRejected) as exc:
+        decode(payload, expected, **kw)  # type: ignore[arg-type]
+    return exc.value.reason, exc.value.detail
+
+
+def test_codec_rejections_carry_their_details() -> None:
+    from proto.codec import SCHEMA_VERSION, encode
+    from proto.messages import AgentStatus, TaskBudget
+
+    status = json.loads(encode(AgentStatus(sender="v1", role="vehicle", state="online")))
+    assert _rej(b"[1, 2]") == ("bad_json", "header is not a JSON object")
+    long_kind = "k" * 100
+    assert _rej(json.dumps({**status, "kind": long_kind}).encode()) == ("unknown_kind", repr(long_kind)[:80])
+    assert _rej(json.dumps(status).encode(), TaskBudget) == ("wrong_kind", "got 'status', topic expects 'budget'")
+    assert _rej(json.dumps({**status, "v": True}).encode()) == (
+        "bad_version", f"schema version True, this build speaks {SCHEMA_VERSION}")
+    reason, detail = _rej(json.dumps({**status, "position": {"x": "far", "y": 0.0}}).encode())
+    assert reason == "invalid_field" and detail.startswith("position.x: ") and "number" in detail
+    assert _rej("text") == ("bad_payload", "payload is str, not bytes")
+    assert _rej(b"x" * 11, max_bytes=10) == ("too_large", "11 bytes > limit 10")
+
+
+def test_decode_header_checks_the_kind_the_topic_expects() -> None:
+    from proto.codec import decode_header
+    from proto.errors import PayloadRejected
+    from proto.messages import Handoff
+
+    upd = make_update("v1", 0).payload
+    with pytest.raises(PayloadRejected) as exc:
+        decode_header(upd, Handoff)
+    assert (exc.value.reason, exc.value.detail) == ("wrong_kind", "got 'update', topic expects 'handoff'")
+    with pytest.raises(PayloadRejected) as exc2:
+        decode_header(b"\x08" + b"\0" * 7 + b'{"a": 1}', Handoff)
+    assert (exc2.value.reason, exc2.value.detail) == ("no_header", "safetensors metadata has no fedrank header")
+
+
+def test_a_nine_byte_safetensors_prefix_is_recognised() -> None:
+    from proto.codec import _looks_like_safetensors
+
+    assert _looks_like_safetensors(b"\x01" + b"\0" * 7 + b"{")  # the shortest: length prefix and the brace
+    assert not _looks_like_safetensors(b"\x01" + b"\0" * 7)
+    assert not _looks_like_safetensors(b'{"kind": 1}')  # JSON: a brace, but no zero bytes at 3..8
+    assert not _looks_like_safetensors(b"\x01\0\0\0\0\0\0\0[")  # zero bytes, but no brace after them
