@@ -15,6 +15,7 @@ import torch
 
 import edge_agent.bandit as bd
 from rsu_agent.dual import dual_step, violation
+from tests.helpers_rsu import make_update
 
 
 # -- rsu_agent/dual.py ---------------------------------------------------------------------------------------
@@ -213,14 +214,18 @@ def _state(path, arms: object, kind: str | None = None, version: object = None, 
 GOOD_ARM = {"n": 3, "r_hat": 0.5, "n_cost": 2, "c_hat": 1.0}
 
 
-@pytest.mark.parametrize("bad", [
-    {"a2": {**GOOD_ARM, "c_hat": "x"}},  # a mean that is not a number
-    {"a2": {**GOOD_ARM, "r_hat": 1.5}},  # a reward mean outside [0, 1]
-    {"kind": "other"},  # another file's kind, this version
-    {"doc": []},  # not an object at all
-    {"arms": ["2", "4"]},  # the arm names, but not a table
+@pytest.mark.parametrize(("bad", "why"), [
+    ({"a2": {**GOOD_ARM, "c_hat": "x"}}, "ValueError: means are not numbers"),
+    ({"a2": {**GOOD_ARM, "r_hat": 1.5}}, "ValueError: means out of range r_hat=1.5 c_hat=1.0"),
+    ({"a2": {**GOOD_ARM, "n_cost": 4}}, "ValueError: bad pull counts n=3 n_cost=4"),
+    ({"a2": 5}, "ValueError: arm entry is not an object"),
+    ({"kind": "other"}, "ValueError: not a fedrank UCB-DUAL state file of this version"),
+    ({"doc": []}, "ValueError: not a fedrank UCB-DUAL state file of this version"),
+    ({"arms": ["2", "4"]}, "ValueError: arm table does not match the rank set"),
+    ({"ranks": [2, 8]}, "ValueError: state is for ranks [2, 8], this bandit has [2, 4]"),
 ])
-def test_unusable_bandit_state_is_moved_aside_not_crashed_on(tmp_path, bad: dict) -> None:
+def test_unusable_bandit_state_is_moved_aside_not_crashed_on(tmp_path, caplog, bad: dict, why: str) -> None:
+    import logging
     import time as _time
 
     from edge_agent.bandit import UcbDual
@@ -231,14 +236,16 @@ def test_unusable_bandit_state_is_moved_aside_not_crashed_on(tmp_path, bad: dict
         arms = {"2": bad["a2"], "4": dict(GOOD_ARM)}
     if "arms" in bad:
         arms = bad["arms"]
-    _state(path, arms, kind=bad.get("kind"))
+    _state(path, arms, kind=bad.get("kind"), ranks=bad.get("ranks"))
     if "doc" in bad:
         path.write_text(json.dumps(bad["doc"]))
     before = _time.time() * 1000
-    b = UcbDual([2, 4], state_path=path)
+    with caplog.at_level(logging.WARNING, logger="edge_agent.bandit"):
+        b = UcbDual([2, 4], state_path=path)
     assert b.total_pulls == 0 and not path.exists()
     [aside] = list(tmp_path.glob("bandit.json.bad-*"))
     assert before - 1 <= int(aside.name.rsplit("-", 1)[1]) <= _time.time() * 1000 + 1  # named by the time in ms
+    assert f"unusable ({why}); moved to" in caplog.text
 
 
 def test_bandit_state_at_the_edges_of_its_ranges_is_restored_exactly(tmp_path) -> None:
@@ -306,3 +313,131 @@ def test_index_charges_only_a_known_positive_cost() -> None:
     c_lcb = 0.8 - 0.5 * math.sqrt(log_t)  # below 1 and above 0: charged as it is
     assert 0 < c_lcb < 1
     assert b.index(4, 2.0) == pytest.approx(0.5 + 0.5 * math.sqrt(log_t) - 2.0 * c_lcb)
+
+
+# -- edge_agent/energy/meter.py ------------------------------------------------------------------------------
+class _TwoRails:
+    """A bare EnergyMeter with two power channels read from a list the test changes; None: read failed."""
+
+    @staticmethod
+    def make(values: dict, clock=None, **kw):
+        from edge_agent.energy.meter import EnergyMeter, PowerIntegral
+
+        class Two(EnergyMeter):
+            source = "two"
+
+            def _channels(self):
+                return {"a": PowerIntegral(), "b": PowerIntegral()}, {}
+
+            def _read(self):
+                return dict(values)
+
+        return Two(clock=clock, **kw) if clock is not None else Two(**kw)
+
+
+def test_measurement_and_describe_have_their_documented_keys() -> None:
+    from edge_agent.energy.meter import Measurement
+
+    m = Measurement(joules=6.0, seconds=0.5, source="rapl", domains=("package-0",), measured=True,
+                    domain_joules={"package-0": 6.0}, sub_joules={"core-0": 2.0}, lower_bound=False)
+    assert m.to_dict() == {"source": "rapl", "measured": True, "lower_bound": False, "domains": ["package-0"],
+                           "joules": 6.0, "seconds": 0.5, "watts": 12.0, "domain_joules": {"package-0": 6.0},
+                           "domain_watts": {"package-0": 12.0}, "sub_joules": {"core-0": 2.0}}
+    zero = Measurement(joules=1.0, seconds=0.0, source="x", domains=("d",), measured=True, domain_joules={"d": 1.0})
+    assert zero.to_dict()["domain_watts"] == {"d": 0.0} and zero.watts == 0.0
+    meter = _TwoRails.make({"a": 1.0, "b": 1.0})
+    assert meter.describe() == {"source": "two", "measured": True, "lower_bound": False, "domains": [],
+                                "sub_domains": [], "interval_s": 0.1, "tried": []}
+
+
+def test_meter_unavailable_keeps_backend_and_reason() -> None:
+    from edge_agent.energy.meter import MeterUnavailable
+
+    e = MeterUnavailable("rapl", "no powercap")
+    assert (e.backend, e.reason, str(e)) == ("rapl", "no powercap", "rapl: no powercap")
+
+
+def test_poll_and_error_counts_and_a_failed_channel_does_not_stop_the_others() -> None:
+    from fake_sysfs import FakeClock
+
+    values: dict = {"a": 2.0, "b": 4.0}
+    clock = FakeClock()
+    meter = _TwoRails.make(values, clock=clock, interval_s=None)
+    with meter:  # open polls once
+        span = meter.start()  # and the span start once more
+        values.update(a=None, b=8.0)  # channel a fails; b, read after it, must still count
+        clock.advance(1.0)
+        meter.poll()
+        clock.advance(1.0)
+        meter.poll()
+        values.update(a=2.0, b=4.0)
+        clock.advance(1.0)
+        m = span.stop()
+    assert meter.polls == 5 and meter.read_errors == 2
+    # b: trapezoid over 4, 8, 8, 4 W at 1 s steps; a: 2 W across the gap
+    assert m.domain_joules == pytest.approx({"a": 2.0 * 3, "b": 6.0 + 8.0 + 6.0})
+    with pytest.raises(RuntimeError, match=r"^energy meter is not open$"):
+        meter.poll()
+
+
+def test_the_polling_thread_is_a_named_daemon_and_close_twice_is_harmless(tmp_path) -> None:
+    meter = _TwoRails.make({"a": 1.0, "b": 1.0}, interval_s=0.01)
+    meter.open()
+    t = meter._thread
+    assert t is not None and t.daemon and t.name == "energy-two"
+    meter.close()
+    meter.close()
+    meter.open()  # reopen after close: a new thread
+    assert meter._thread is not None and meter._thread is not t and meter._thread.is_alive()
+    meter.close()
+    assert meter._thread is None
+
+
+# -- proto/codec.py ------------------------------------------------------------------------------------------
+def _rej(payload: object, expected=None, **kw) -> tuple[str, str]:
+    from proto.codec import decode
+    from proto.errors import PayloadRejected
+
+    with pytest.raises(PayloadRejected) as exc:
+        decode(payload, expected, **kw)  # type: ignore[arg-type]
+    return exc.value.reason, exc.value.detail
+
+
+def test_codec_rejections_carry_their_details() -> None:
+    from proto.codec import SCHEMA_VERSION, encode
+    from proto.messages import AgentStatus, TaskBudget
+
+    status = json.loads(encode(AgentStatus(sender="v1", role="vehicle", state="online")))
+    assert _rej(b"[1, 2]") == ("bad_json", "header is not a JSON object")
+    long_kind = "k" * 100
+    assert _rej(json.dumps({**status, "kind": long_kind}).encode()) == ("unknown_kind", repr(long_kind)[:80])
+    assert _rej(json.dumps(status).encode(), TaskBudget) == ("wrong_kind", "got 'status', topic expects 'budget'")
+    assert _rej(json.dumps({**status, "v": True}).encode()) == (
+        "bad_version", f"schema version True, this build speaks {SCHEMA_VERSION}")
+    reason, detail = _rej(json.dumps({**status, "position": {"x": "far", "y": 0.0}}).encode())
+    assert reason == "invalid_field" and detail.startswith("position.x: ") and "number" in detail
+    assert _rej("text") == ("bad_payload", "payload is str, not bytes")
+    assert _rej(b"x" * 11, max_bytes=10) == ("too_large", "11 bytes > limit 10")
+
+
+def test_decode_header_checks_the_kind_the_topic_expects() -> None:
+    from proto.codec import decode_header
+    from proto.errors import PayloadRejected
+    from proto.messages import Handoff
+
+    upd = make_update("v1", 0).payload
+    with pytest.raises(PayloadRejected) as exc:
+        decode_header(upd, Handoff)
+    assert (exc.value.reason, exc.value.detail) == ("wrong_kind", "got 'update', topic expects 'handoff'")
+    with pytest.raises(PayloadRejected) as exc2:
+        decode_header(b"\x08" + b"\0" * 7 + b'{"a": 1}', Handoff)
+    assert (exc2.value.reason, exc2.value.detail) == ("no_header", "safetensors metadata has no fedrank header")
+
+
+def test_a_nine_byte_safetensors_prefix_is_recognised() -> None:
+    from proto.codec import _looks_like_safetensors
+
+    assert _looks_like_safetensors(b"\x01" + b"\0" * 7 + b"{")  # the shortest: length prefix and the brace
+    assert not _looks_like_safetensors(b"\x01" + b"\0" * 7)
+    assert not _looks_like_safetensors(b'{"kind": 1}')  # JSON: a brace, but no zero bytes at 3..8
+    assert not _looks_like_safetensors(b"\x01\0\0\0\0\0\0\0[")  # zero bytes, but no brace after them
