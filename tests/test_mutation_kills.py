@@ -6,14 +6,12 @@ boundaries just inside the valid ranges, and the guards of the helper functions.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 
 import pytest
 import torch
 
-import edge_agent.bandit as bd
 from rsu_agent.dual import dual_step, violation
 
 
@@ -199,110 +197,3 @@ def test_allocation_weights_small_allocations_and_huge_difficulties() -> None:
     alloc, _ = allocate(win, st, 100.0, TriFeedbackConfig(rho_max=1.0))
     assert all(math.isfinite(v) for v in alloc.values()) and sum(alloc.values()) == pytest.approx(100.0)
     assert alloc["a"] == pytest.approx(10 + 80 * 1 / (1 + 0.25))
-
-
-# -- edge_agent/bandit.py (today's UcbDual; issue 10 replaces the selection) -------------------------------
-def _state(path, arms: object, kind: str | None = None, version: object = None, ranks: object = None) -> None:
-    from edge_agent.bandit import STATE_KIND, STATE_VERSION
-
-    doc = {"kind": kind or STATE_KIND, "version": STATE_VERSION if version is None else version,
-           "ranks": [2, 4] if ranks is None else ranks, "arms": arms}
-    path.write_text(json.dumps(doc))
-
-
-GOOD_ARM = {"n": 3, "r_hat": 0.5, "n_cost": 2, "c_hat": 1.0}
-
-
-@pytest.mark.parametrize("bad", [
-    {"a2": {**GOOD_ARM, "c_hat": "x"}},  # a mean that is not a number
-    {"a2": {**GOOD_ARM, "r_hat": 1.5}},  # a reward mean outside [0, 1]
-    {"kind": "other"},  # another file's kind, this version
-    {"doc": []},  # not an object at all
-    {"arms": ["2", "4"]},  # the arm names, but not a table
-])
-def test_unusable_bandit_state_is_moved_aside_not_crashed_on(tmp_path, bad: dict) -> None:
-    import time as _time
-
-    from edge_agent.bandit import UcbDual
-
-    path = tmp_path / "bandit.json"
-    arms: object = {"2": dict(GOOD_ARM), "4": dict(GOOD_ARM)}
-    if "a2" in bad:
-        arms = {"2": bad["a2"], "4": dict(GOOD_ARM)}
-    if "arms" in bad:
-        arms = bad["arms"]
-    _state(path, arms, kind=bad.get("kind"))
-    if "doc" in bad:
-        path.write_text(json.dumps(bad["doc"]))
-    before = _time.time() * 1000
-    b = UcbDual([2, 4], state_path=path)
-    assert b.total_pulls == 0 and not path.exists()
-    [aside] = list(tmp_path.glob("bandit.json.bad-*"))
-    assert before - 1 <= int(aside.name.rsplit("-", 1)[1]) <= _time.time() * 1000 + 1  # named by the time in ms
-
-
-def test_bandit_state_at_the_edges_of_its_ranges_is_restored_exactly(tmp_path) -> None:
-    from edge_agent.bandit import COST_CAP, UcbDual
-
-    path = tmp_path / "bandit.json"
-    _state(path, {"2": {"n": 4, "r_hat": 1.0, "n_cost": 1, "c_hat": COST_CAP},
-                  "4": {"n": 2, "r_hat": 0.0, "n_cost": 0, "c_hat": 0.0}})
-    b = UcbDual([2, 4], state_path=path)
-    assert {r: s.to_json() for r, s in b.stats.items()} == {
-        2: {"n": 4, "r_hat": 1.0, "n_cost": 1, "c_hat": COST_CAP}, 4: {"n": 2, "r_hat": 0.0, "n_cost": 0, "c_hat": 0.0}}
-
-
-@pytest.mark.parametrize(("call", "message"), [
-    (lambda: bd.round_reward(math.nan, 1, 1, 0), "q is not finite (nan)"),
-    (lambda: bd.round_reward(0.5, math.inf, 1, 0), "tau_s is not finite (inf)"),
-    (lambda: bd.round_reward(0.5, 1, math.nan, 0),
-     "tau_ref_s is not finite (nan)"),
-    (lambda: bd.round_reward(0.5, 1, 1, math.inf), "w_tau is not finite (inf)"),
-    (lambda: bd.round_reward(0.5, -1.0, 1.0, 0.0),
-     "need tau_ref_s > 0, tau_s >= 0, w_tau >= 0 (got 1.0, -1.0, 0.0)"),
-    (lambda: bd.normalised_cost(-1.0, 1.0, 1),
-     "round energy must be finite and >= 0 (got -1.0)"),
-    (lambda: bd.normalised_cost(1.0, math.inf, 1), "task budget is not finite (inf)"),
-    (lambda: bd.UcbDual([0, 2]), "candidate ranks must be positive integers (got [0, 2])"),
-    (lambda: bd.UcbDual([2], beta=math.inf), "beta must be finite and >= 0 (got inf)"),
-    (lambda: bd.UcbDual([2, 4], max_rank=1),
-     "every candidate rank [2, 4] is excluded (excluded=[], max_rank=1)"),
-    (lambda: bd.UcbDual([2]).select(-1.0), "dual price must be finite and >= 0 (got -1.0)"),
-    (lambda: bd.UcbDual([2]).update(4, 0.5, 1.0), "rank 4 is not a candidate [2]"),
-    (lambda: bd.UcbDual([2]).update(2, 1.5, 1.0), "reward must be in [0, 1] (got 1.5)"),
-    (lambda: bd.UcbDual([2]).update(2, 0.5, -1.0), "cost must be finite and >= 0 (got -1.0)"),
-])
-def test_bandit_errors_carry_their_reason(call, message: str) -> None:
-    from edge_agent.bandit import BanditError
-
-    with pytest.raises(BanditError) as exc:
-        call()
-    assert exc.value.reason == message and str(exc.value) == message
-
-
-def test_bandit_inputs_at_the_edges_are_accepted() -> None:
-    from edge_agent.bandit import COST_CAP, UcbDual, normalised_cost, round_reward
-
-    assert round_reward(1.5, 0.0, 0.5, 0.0) == 1.0  # clipped to 1; tau_ref below 1 s and w_tau = 0 are valid
-    assert round_reward(0.8, 1.0, 0.5, 0.1) == pytest.approx(0.6)
-    assert normalised_cost(0.25, 0.5, 1) == pytest.approx(0.5)  # a budget below 1 J is a budget
-    assert normalised_cost(0.5, 0.0, 1) == COST_CAP  # any energy against a zero budget
-    one = UcbDual([1], beta=0.0)
-    assert one.allowed == [1] and one.select(0.0) == 1
-    one.update(1, 0.0, None)
-    one.update(1, 1.0, None)
-    assert one.select(5.0) == 1  # a single allowed rank, already pulled: still chosen
-    assert UcbDual([2, 4, 8], max_rank=4).allowed == [2, 4]
-
-
-def test_index_charges_only_a_known_positive_cost() -> None:
-    from edge_agent.bandit import UcbDual
-
-    b = UcbDual([2, 4], beta=0.5)
-    b.update(2, 0.5, None)  # a reward, no cost known yet: optimistically free
-    b.update(4, 0.5, 0.8)
-    log_t = math.log(3)
-    assert b.index(2, 2.0) == pytest.approx(0.5 + 0.5 * math.sqrt(log_t))
-    c_lcb = 0.8 - 0.5 * math.sqrt(log_t)  # below 1 and above 0: charged as it is
-    assert 0 < c_lcb < 1
-    assert b.index(4, 2.0) == pytest.approx(0.5 + 0.5 * math.sqrt(log_t) - 2.0 * c_lcb)
