@@ -88,4 +88,5 @@ def test_lam_max_must_be_non_negative_and_zero_pins_lambda() -> None:
     assert dual_step(0.5, 300.0, 100.0, mu=0.5, lam_max=0.0) == 0.0
     with pytest.raises(ValueError, match="lam_max"):
         dual_step(0.5, 300.0, 100.0, mu=0.5, lam_max=-1.0)
-    assert dual_step(0.5, 300.0, 100.0, mu=0.5, lam_max=1.2) == pytest.approx(1.2)  # 0.5 + 0.5 * 2 clipped
+    # 0.5 + 0.5 * min(2, 1) = 1.0 (one round moves lambda by at most mu), clipped to 0.8
+    assert dual_step(0.5, 300.0, 100.0, mu=0.5, lam_max=0.8) == pytest.approx(0.8)
