@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from fleet.config import FleetConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +80,18 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     console = Console()
     cfg = _config(args)
+    from fleet.roads import MobilityError
+    from fleet.sim.sumo import SumoError
+
+    try:
+        return _act(args, cfg, console)
+    except (MobilityError, SumoError) as e:  # bad input: one line naming the field, no traceback
+        logging.getLogger("fleet").error("%s", e)
+        console.print(f"[red]error:[/] {e}", highlight=False)
+        return 2
+
+
+def _act(args: argparse.Namespace, cfg: FleetConfig, console: Console) -> int:
     if args.action == "run":
         if args.broker:
             from fleet.processes import run_processes

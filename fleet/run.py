@@ -110,8 +110,8 @@ def run_fleet(cfg: FleetConfig, out: Path, console: Console | None = None) -> di
     """Run one experiment; returns the summary (also written to `out/summary.json`)."""
     out.mkdir(parents=True, exist_ok=True)
     fresh_state(out)
+    world = build_world(cfg, out)  # bad mobility input fails here, before anything of the run is written
     (out / "config.json").write_text(cfg.model_dump_json(indent=2))
-    world = build_world(cfg, out)
     rec = Recorder(world, out, console)
     max_time = cfg.rounds * (cfg.round_timeout_s + cfg.round_gap_s) * 3 + 600
     try:
