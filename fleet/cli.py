@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from fleet.config import FleetConfig
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
@@ -101,6 +103,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         quiet_third_party()
         log_to_file(args.out / "fleet.log", args.log_level or "INFO")
+    from fleet.roads import MobilityError
+    from fleet.sim.sumo import SumoError
+
+    try:
+        return _act(args, cfg, console)
+    except (MobilityError, SumoError) as e:  # bad input: one line naming the field, no traceback
+        logging.getLogger("fleet").error("%s", e)
+        console.print(f"[red]error:[/] {e}", highlight=False)
+        return 2
+
+
+def _act(args: argparse.Namespace, cfg: FleetConfig, console: Console) -> int:
     if args.action == "run":
         if args.broker:
             from fleet.processes import run_processes

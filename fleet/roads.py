@@ -22,13 +22,17 @@ log = logging.getLogger(__name__)
 Sites = dict[str, tuple[float, float, float]]  # rsu id -> (x, y, radius)
 
 
+class MobilityError(ValueError):
+    """A mobility source the fleet cannot use (missing file, too few usable vehicles); names the field."""
+
+
 def spread_sites(trajectories: list[Trajectory], n: int, radius: float) -> Sites:
     """`n` RSUs at the centres of a near-square grid of cells over the bounding box of every waypoint, each moved
     to the nearest waypoint (on the road network)."""
     xs = np.concatenate([t.x for t in trajectories])
     ys = np.concatenate([t.y for t in trajectories])
     if xs.size == 0:
-        raise ValueError("mobility: no positions to place RSUs on")
+        raise MobilityError("mobility: no positions to place RSUs on")
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
@@ -57,12 +61,12 @@ def trace_layout(cfg: FleetConfig, horizon_s: float, cache_dir: Path | None = No
     else:
         path = Path(cfg.mobility)
         if not path.exists():
-            raise ValueError(f"mobility: {path} is neither 'grid', 'sumo' nor an existing T-Drive file or directory")
+            raise MobilityError(f"mobility: {path} is neither 'grid', 'sumo' nor an existing T-Drive file or directory")
         where = f"mobility {path}"
     data = read_tdrive(path)
     usable = [t for t in data.trajectories.values() if len(t) >= 2]
     if len(usable) < cfg.vehicles:
-        raise ValueError(f"{where}: {len(usable)} usable vehicles (skipped lines: {dict(data.skipped)}), the fleet "
+        raise MobilityError(f"{where}: {len(usable)} usable vehicles (skipped lines: {dict(data.skipped)}), the fleet "
                          f"needs {cfg.vehicles}")
     trajs = usable[: cfg.vehicles]
     if lonlat:

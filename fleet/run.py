@@ -120,8 +120,8 @@ def run_fleet(cfg: FleetConfig, out: Path, console: Console | None = None, progr
     """
     out.mkdir(parents=True, exist_ok=True)
     fresh_state(out)
+    world = build_world(cfg, out)  # bad mobility input fails here, before anything of the run is written
     (out / "config.json").write_text(cfg.model_dump_json(indent=2))
-    world = build_world(cfg, out)
     if console is None:
         progress = None
     own = progress is None and console is not None

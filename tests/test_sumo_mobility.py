@@ -133,3 +133,21 @@ def test_a_fleet_runs_on_a_sumo_network(tiny_net: Path, tmp_path: Path, monkeypa
                             threads=1, rsu_radius_m=400.0)
     summary = run_fleet(cfg, tmp_path / "run")
     assert summary["finished"] and summary["rounds_recorded"] == 3
+
+
+def test_cli_refuses_a_missing_network_in_one_line_and_writes_nothing(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+    import json
+
+    from fleet.cli import add_arguments, run
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"mobility": "sumo", "sumo": {"network": str(tmp_path / "gone.net.xml")}}))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    out = tmp_path / "out"
+    args = parser.parse_args(["run", "--quick", "--config", str(cfg), "--out", str(out)])
+    assert run(args) == 2
+    assert "sumo.network" in capsys.readouterr().out
+    assert not (out / "config.json").exists() and not (out / "metrics.jsonl").exists()
