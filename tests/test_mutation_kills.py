@@ -124,9 +124,10 @@ def test_half_precision_factors_are_upcast_for_the_aggregate() -> None:
     from tests.helpers_rsu import factors, head, task_cfg
 
     f = {k: LoraFactors(A=v.A.half(), B=v.B.half()) for k, v in factors(4, 0).items()}
-    msg, tensors = _update(tensors=pack_lora(f, head(0)))
+    msg, tensors = _update(tensors=pack_lora(f, {k: v.half() for k, v in head(0).items()}))
     upd = validate_update(msg, tensors, task_cfg(), None)
     assert {(t.A.dtype, t.B.dtype) for t in upd.layers.values()} == {(torch.float32, torch.float32)}
+    assert {t.dtype for t in upd.head.values()} == {torch.float32}
     assert torch.equal(upd.layers["q"].A, f["q"].A.float())
 
 
