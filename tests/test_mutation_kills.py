@@ -442,3 +442,35 @@ def test_a_nine_byte_safetensors_prefix_is_recognised() -> None:
     assert not _looks_like_safetensors(b"\x01" + b"\0" * 7)
     assert not _looks_like_safetensors(b'{"kind": 1}')  # JSON: a brace, but no zero bytes at 3..8
     assert not _looks_like_safetensors(b"\x01\0\0\0\0\0\0\0[")  # zero bytes, but no brace after them
+
+
+def test_a_read_that_raises_is_skipped_and_counted_each_time() -> None:
+    from fake_sysfs import FakeClock
+
+    from edge_agent.energy.meter import EnergyMeter, PowerIntegral
+
+    fail = [False]
+
+    class Flaky(EnergyMeter):
+        source = "flaky"
+
+        def _channels(self):
+            return {"a": PowerIntegral()}, {}
+
+        def _read(self):
+            if fail[0]:
+                raise OSError(19, "No such device")
+            return {"a": 3.0}
+
+    clock = FakeClock()
+    meter = Flaky(clock=clock, interval_s=None)
+    with meter:
+        span = meter.start()
+        fail[0] = True
+        clock.advance(1.0)
+        meter.poll()
+        meter.poll()
+        fail[0] = False
+        clock.advance(1.0)
+        m = span.stop()
+    assert meter.read_errors == 2 and m.joules == pytest.approx(3.0 * 2)
