@@ -1,6 +1,6 @@
 """The cloud agent: publishes each task's energy budget (retained) and re-splits E_total every window.
 
-Window rule (PAPER.md section 5, decided where the paper is silent): a window closes when every task has reported
+Window rule (docs/algorithms.md §5, decided where the paper is silent): a window closes when every task has reported
 Q rounds in it, or, so that a stalled task cannot freeze the budgets, when some task has reported 2Q. A task's
 used energy is scaled to a full window, U_m = used * Q / rounds_m, so that a task with fewer rounds is not judged
 thrifty (a task with none counts U_m = 0, dq_m = 0); its accuracy gain dq_m is its last reported accuracy minus
@@ -196,7 +196,7 @@ class CloudAgent(Agent):
             self._close_window()
 
     def _close_window(self) -> None:
-        """Split E_total for the next window (PAPER.md section 5) and publish the budgets."""
+        """Split E_total for the next window (docs/algorithms.md section 5) and publish the budgets."""
         windows = []
         for t in self.s.tasks:
             acc = self.state.acc[t]

@@ -20,7 +20,7 @@ class CloudSettings(AgentSettings):
     e_total_j: float = Field(gt=0, description="E_total: the global energy budget of one window of Q rounds, joules",
                              examples=[30000.0])
     feedback: TriFeedbackConfig = Field(
-        default_factory=TriFeedbackConfig, description="tri-feedback parameters, Q included (PAPER.md section 5)"
+        default_factory=TriFeedbackConfig, description="tri-feedback parameters, Q included (docs/algorithms.md §5)"
     )
     tri_feedback: bool = Field(True, description="False = fixed equal budgets every window (the ablation)")
 

@@ -1,4 +1,4 @@
-"""Tri-feedback energy budgets across tasks, recomputed every Q rounds (PAPER.md section 5).
+"""Tri-feedback energy budgets across tasks, recomputed every Q rounds (docs/algorithms.md section 5).
 
 Per task m over the last window: energy used U_m, allocation A_m, accuracy gain dq_m.
   difficulty   h_m <- xi h_m + (1 - xi) U_m / max(dq_m, eps)   (h_m starts at its first observation)
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 class TriFeedbackConfig(BaseModel):
-    """Tri-feedback parameters (PAPER.md section 5); configurable defaults."""
+    """Tri-feedback parameters (docs/algorithms.md section 5); configurable defaults."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -149,7 +149,7 @@ def clip_to_total(raw: dict[str, float], total: float, lo: float, hi: float) -> 
 def allocate(
     windows: list[TaskWindow], state: TriFeedbackState, e_total_j: float, cfg: TriFeedbackConfig
 ) -> tuple[dict[str, float], TriFeedbackState]:
-    """The next window's allocation A_m per task, and the updated difficulty state (PAPER.md section 5).
+    """The next window's allocation A_m per task, and the updated difficulty state (docs/algorithms.md section 5).
 
     Args:
         windows: one entry per task of the last window.

@@ -1,4 +1,4 @@
-"""The vehicle agent: a state machine over its inbox (DESIGN.md "one round", PAPER.md sections 1-3).
+"""The vehicle agent: a state machine over its inbox (README "How a round works", docs/algorithms.md sections 1-3).
 
 Round: announcement -> work configuration from the policy -> the rank tiers up to eta -> local LoRA training from
 the top-eta global factors -> update (factors + report) -> policy statistics once the RSU says how long the round

@@ -1,4 +1,4 @@
-"""A vehicle's round job: choose -> fetch the rank tiers -> train -> report -> learn (DESIGN.md "one round",
+"""A vehicle's round job: choose -> fetch the rank tiers -> train -> report -> learn (README "How a round works",
 docs/algorithms.md sections 1-3, 6).
 
 `RoundJobs` is the part of `edge_agent.agent.VehicleAgent` that works on one round; the agent's message handling

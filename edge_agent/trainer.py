@@ -61,7 +61,7 @@ class InitMismatch(ValueError):
 class TrainResult:
     layers: dict[str, LoraFactors]  # exactly the trained adapter, float32
     head: dict[str, torch.Tensor]  # `weight` (out, hidden), `bias` (out,)
-    samples: int  # n_v: training examples held by the vehicle (the aggregation weight, PAPER.md section 1)
+    samples: int  # n_v: training examples held by the vehicle (the aggregation weight, docs/algorithms.md section 1)
     loss: float  # mean training loss over the steps run (held-out loss if no step ran)
     local_accuracy: float  # on the vehicle's own held-out split (0.0 when it has none)
     train_s: float  # wall time of the training loop
@@ -98,7 +98,7 @@ class LocalTrainer:
         """Run `steps` optimiser steps (or `epochs` passes) of batch `batch_size` from the given init.
 
         Args:
-            init: the global factors (top-`rank` components by the balanced split, PAPER.md section 1; peft init
+            init: the global factors (top-`rank` components by the balanced split, docs/algorithms.md §1; peft init
                 for components beyond the global rank, and for all of them in round 0 / when None), or a
                 rank-`rank` adapter to continue (migration handoff).
             head: the task head to start from; None for the seeded fresh head.
@@ -288,7 +288,7 @@ def _from_global(f: Factored, rank: int, alpha: float, gen: torch.Generator) -> 
     """Top-min(rank, r) components by the balanced split, extra components peft-style (A kaiming, B zero).
 
     The adapter runs at scale s(rank) = alpha / rank, so the split uses alpha' = alpha * k / rank: then
-    s'(k) = s(rank) and s(rank) * B A equals the rank-k truncation of U S Vt (PAPER.md section 1).
+    s'(k) = s(rank) and s(rank) * B A equals the rank-k truncation of U S Vt (docs/algorithms.md section 1).
     """
     k = min(rank, f.rank)
     d_out, d_in = f.U.shape[0], f.Vt.shape[1]

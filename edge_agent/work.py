@@ -22,7 +22,7 @@ class ModelledCost:
 
 
 class CostModel(Protocol):
-    """Latency and energy of a round when they are modelled (PAPER.md section 2)."""
+    """Latency and energy of a round when they are modelled (docs/algorithms.md section 2)."""
 
     def download(self, vehicle: str, payload_bytes: int) -> ModelledCost: ...
 

@@ -112,7 +112,8 @@ class AgentMetrics:
         self._msg_rejected = Counter(
             "fedrank_messages_rejected", "messages rejected before reaching the agent", ["reason"], registry=r
         )
-        self._lambda = Gauge("fedrank_lambda", "dual price lambda per task (PAPER.md section 4)", ["task"], registry=r)
+        self._lambda = Gauge("fedrank_lambda", "dual price lambda per task (docs/algorithms.md §4)", ["task"],
+                             registry=r)
         self._used = Gauge("fedrank_energy_used_joules", "energy used in the current period", ["task"], registry=r)
         self._budget = Gauge(
             "fedrank_energy_budget_joules", "energy budget of the current period", ["task"], registry=r

@@ -1,7 +1,7 @@
 """`fedrank fleet run`: one experiment on the in-process fleet; metrics.jsonl, summary.json, plots.
 
 Every figure is labelled: accuracy is measured (the global adapter evaluated on the task's test split);
-latency and energy are modelled from device profiles and the channel model (PAPER.md section 2).
+latency and energy are modelled from device profiles and the channel model (docs/algorithms.md section 2).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ from rsu_agent.settings import RsuSettings, RsuTaskConfig
 log = logging.getLogger(__name__)
 EXIT_HORIZON_S = 600.0  # how far ahead a vehicle's navigation looks for its exit from an RSU's coverage
 
-# How each compared policy chooses ranks on the vehicle and aggregates at the RSU (PAPER.md section 1).
+# How each compared policy chooses ranks on the vehicle and aggregates at the RSU (docs/algorithms.md section 1).
 POLICY_WIRING = {
     "ucb-dual": ("ucb-dual", "svd"),
     "homolora": ("fixed", "homo"),

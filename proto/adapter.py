@@ -1,4 +1,4 @@
-"""The factored global adapter on the wire, and how a vehicle slices it (PAPER.md section 1).
+"""The factored global adapter on the wire, and how a vehicle slices it (docs/algorithms.md section 1).
 
 Tensor names: the global (in rank tiers) `{layer}.U` (d_out, r), `{layer}.S` (r,), `{layer}.Vt` (r, d_in);
 update/handoff `{layer}.lora_A` (eta, d_in), `{layer}.lora_B` (d_out, eta); heads `head.{param}`.
@@ -49,7 +49,7 @@ def lora_scale(alpha: float, rank: int) -> float:
 def balanced_split(f: Factored, eta: int, alpha: float) -> LoraFactors:
     """Top-eta components split evenly so that s(eta) * B A is the best rank-eta approximation.
 
-    B = U_eta sqrt(S_eta) / sqrt(s), A = sqrt(S_eta) Vt_eta / sqrt(s)   (PAPER.md section 1)
+    B = U_eta sqrt(S_eta) / sqrt(s), A = sqrt(S_eta) Vt_eta / sqrt(s)   (docs/algorithms.md section 1)
     Requires eta <= f.rank; the caller initialises any extra components itself.
     """
     if eta < 1 or eta > f.rank:

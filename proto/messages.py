@@ -115,7 +115,7 @@ class TaskBudget(Message):
     kind: Literal["budget"] = "budget"
     task: Id
     round: RoundNo  # the cloud's window index
-    window_rounds: int = Field(ge=1, le=10**6)  # Q in PAPER.md section 5
+    window_rounds: int = Field(ge=1, le=10**6)  # Q in docs/algorithms.md section 5
     window_budget_j: Joules  # A_m
     round_budget_j: Joules  # B_m(t) = A_m / Q
 
@@ -156,7 +156,7 @@ class RoundAnnouncement(TensorMessage):
     task_type: Literal["sentence", "token", "choice"]
     round: RoundNo
     deadline: Timestamp  # on the RSU's clock
-    lam: Lambda  # dual price lambda_m(t), PAPER.md section 4
+    lam: Lambda  # dual price lambda_m(t), docs/algorithms.md section 4
     round_budget_j: Joules  # B_m(t)
     ranks: list[Rank] = Field(max_length=MAX_RANKS)  # candidate ranks K
     rank: int = Field(ge=0, le=MAX_RANKS * 4096)  # rank of the broadcast factors (<= max(ranks))
@@ -249,7 +249,7 @@ class TaskStats(Message):
 
 
 class FaultCommand(Message):
-    """RSU -> vehicle: what to do before leaving coverage (PAPER.md section 6)."""
+    """RSU -> vehicle: what to do before leaving coverage (docs/algorithms.md section 6)."""
 
     KIND: ClassVar[str] = "command"
     kind: Literal["command"] = "command"

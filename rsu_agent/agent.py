@@ -50,7 +50,7 @@ from rsu_agent.validate import UpdateRejected, validate_update
 
 log = logging.getLogger(__name__)
 
-DEFAULT_Q_TARGET = 0.5  # q* before any round has reported an accuracy (PAPER.md section 6)
+DEFAULT_Q_TARGET = 0.5  # q* before any round has reported an accuracy (docs/algorithms.md section 6)
 
 
 # (the closed round's record, its task config) -> seconds the aggregation takes
@@ -431,7 +431,7 @@ class RsuAgent(GuardMixin, Agent):
                 self._publish(self.topics.tier(self.id, task, k), b"", retain=True)
             log.info("task %s finished after %d rounds; retained announcement cleared", task, record.round + 1)
 
-    # -- fault tolerance (PAPER.md section 6) ---------------------------------------------------------
+    # -- fault tolerance (docs/algorithms.md section 6) ---------------------------------------------------------
     def _adapter_bytes(self, tr: TaskRounds) -> int:
         """Upper bound of the adapter on the wire: the vehicle's rank is unknown until it uploads, so r_max."""
         per = WIRE_DTYPES[self.s.wire_dtype].itemsize

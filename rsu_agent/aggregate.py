@@ -1,4 +1,4 @@
-"""Heterogeneous-rank aggregation with SVD refactoring, without the dense matrix (PAPER.md section 1).
+"""Heterogeneous-rank aggregation with SVD refactoring, without the dense matrix (docs/algorithms.md section 1).
 
 `svd_aggregate` is the exact route (ours and FlexLoRA): Delta W+ = sum_k w_k B_k A_k, refactored as U diag(S) Vt.
 `aggregate` applies one of the three aggregators to every adapted layer of a round and averages the heads.
@@ -69,7 +69,7 @@ def svd_aggregate(
     if r_max < 1:
         raise ValueError(f"r_max must be >= 1, not {r_max}")
     d_out, d_in, dtype = _check_factors(Bs, As, weights)
-    # PAPER.md splits sqrt(w_k) over both factors; the QR route is indifferent to where the scale sits (R_B
+    # docs/algorithms.md splits sqrt(w_k) over both factors; the QR route is indifferent to where the scale sits (R_B
     # absorbs it), so the whole weight goes on B and the A stack needs no scaling pass.
     B_cat = torch.cat([B * w for B, w in zip(Bs, weights, strict=True)], dim=1)  # (d_out, R)
     A_cat = torch.cat(As, dim=0)  # (R, d_in)
@@ -104,7 +104,7 @@ class ClientUpdate:
 
 
 def _data_weights(updates: list[ClientUpdate]) -> list[float]:
-    """p_v = n_v / sum n (PAPER.md section 1); raise ValueError on negative counts or an empty total."""
+    """p_v = n_v / sum n (docs/algorithms.md section 1); raise ValueError on negative counts or an empty total."""
     for k, u in enumerate(updates):
         if u.samples < 0:
             raise ValueError(f"client {k}: negative sample count {u.samples}")

@@ -1,4 +1,4 @@
-"""The baseline aggregators HomoLoRA and HetLoRA, one layer at a time (PAPER.md section 1, "Baselines").
+"""The baseline aggregators HomoLoRA and HetLoRA, one layer at a time (docs/algorithms.md section 1, "Baselines").
 
 Both average the LoRA factors B and A separately, so the product of the averages is NOT the average of the
 products; that inexactness is what the baselines are compared on. Each client's scale s_v = alpha / eta_v is

@@ -1,4 +1,4 @@
-"""An RSU's coverage area and a vehicle's time to leave it (PAPER.md section 6, T_exit).
+"""An RSU's coverage area and a vehicle's time to leave it (docs/algorithms.md section 6, T_exit).
 
 Positions are metres in the fleet's plane, velocities metres per second. The models are pydantic so that a
 settings file can hold `coverage = {shape = "circle", cx = 0, cy = 0, radius = 300}`; `Coverage` picks the

@@ -1,4 +1,4 @@
-"""The RSU's dual price on a task's energy budget (PAPER.md section 4).
+"""The RSU's dual price on a task's energy budget (docs/algorithms.md section 4).
 
 lambda_m <- clip(lambda_m + mu * min(1, (E_round - B_m(t)) / B_m(t)), 0, lambda_max), lambda_m(0) = 0. The step is
 normalised by the budget so that mu is unit-free: overspending the budget by 100% raises lambda by mu. The relative
@@ -41,7 +41,7 @@ def _check_budget(budget_j: float) -> None:
 
 def dual_step(lam: float, energy_j: float, budget_j: float, mu: float = DEFAULT_MU,
               lam_max: float = DEFAULT_LAM_MAX) -> float:
-    """One projected dual-ascent step on the round's energy constraint (PAPER.md section 4).
+    """One projected dual-ascent step on the round's energy constraint (docs/algorithms.md section 4).
 
     Args:
         lam: the current price lambda_m(t) (>= 0).
@@ -64,7 +64,7 @@ def dual_step(lam: float, energy_j: float, budget_j: float, mu: float = DEFAULT_
 
 
 def violation(energy_j: float, budget_j: float) -> float:
-    """max(0, E_round - B_m(t)) in joules, the round's term of the cumulative violation (PAPER.md section 4)."""
+    """max(0, E_round - B_m(t)) in joules, the round's term of the cumulative violation (docs/algorithms.md §4)."""
     _finite("energy_j", energy_j, 0.0)
     _check_budget(budget_j)
     return max(0.0, energy_j - budget_j)

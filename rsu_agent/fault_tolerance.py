@@ -1,4 +1,4 @@
-"""Mobility-aware fault tolerance: what to do with a vehicle about to leave coverage (PAPER.md section 6).
+"""Mobility-aware fault tolerance: what to do with a vehicle about to leave coverage (docs/algorithms.md section 6).
 
 When T_exit is shorter than the vehicle's expected remaining round time, the RSU compares three costs and
 tells the vehicle the cheapest: early upload of the partial update, migration of the adapter over V2V to the
@@ -30,7 +30,7 @@ ACTIONS: tuple[Action, ...] = ("early_upload", "migrate", "abandon")  # also the
 
 
 class FtWeights(BaseModel):
-    """Weights of the fault-tolerance costs (PAPER.md section 6); configurable, these are defaults."""
+    """Weights of the fault-tolerance costs (docs/algorithms.md section 6); configurable, these are defaults."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -134,7 +134,7 @@ def decide(
     rates: LinkRates | None = None,
     rsu_distance_m: float = 0.0,
 ) -> FtDecision:
-    """Choose early upload, migration or abandonment by least cost (PAPER.md section 6).
+    """Choose early upload, migration or abandonment by least cost (docs/algorithms.md section 6).
 
     Costs: early upload gamma_q * max(0, q* - q_v); migration alpha_tau * tau_mig + beta_e * e_mig to the nearest
     candidate with spare budget (inf when there is none); abandonment beta_e * e_spent + gamma_q * q*.

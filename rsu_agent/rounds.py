@@ -41,7 +41,7 @@ class RoundRecord:
     lam_announced: float  # lambda this round was announced with
     energy_j: float  # E_round: reported joules of the updates that counted
     budget_j: float  # B_m(t) the round was announced with
-    violation_j: float  # cumulative, PAPER.md section 4
+    violation_j: float  # cumulative, docs/algorithms.md section 4
     ranks: list[int]
     updates: int  # updates aggregated (0 when the global stayed)
     participants: list[str]
@@ -320,7 +320,7 @@ class TaskRounds:
             log.warning("task %s round %d: %s", self.cfg.name, p.round, note)
         meta = self.meta.model_copy(deep=True)
         lam_before = meta.lam
-        try:  # PAPER.md section 4
+        try:  # docs/algorithms.md section 4
             meta.lam = dual_step(meta.lam, energy, p.budget_j, self.cfg.mu, self.cfg.lam_max)
             meta.violation_j += violation(energy, p.budget_j)
         except ValueError as exc:  # a zero budget has no meaningful price: keep lambda, say why

@@ -31,7 +31,7 @@ class RsuTaskConfig(BaseModel):
         "(A is (eta, d_in), B is (d_out, eta)); the fleet fills it from the model",
     )
     aggregator: Literal["svd", "homo", "het"] = Field(
-        "svd", description="svd = ours/FlexLoRA, homo = HomoLoRA, het = HetLoRA (PAPER.md section 1)"
+        "svd", description="svd = ours/FlexLoRA, homo = HomoLoRA, het = HetLoRA (docs/algorithms.md section 1)"
     )
     round_timeout_s: float = Field(120.0, gt=0, description="a round closes this long after its announcement")
     min_updates: int = Field(1, ge=1, description="fewer accepted updates than this and the global stays")
@@ -84,7 +84,7 @@ class RsuSettings(AgentSettings):
 
     coverage: Coverage = Field(description="the area this RSU serves: a circle or a rectangle in metres")
     tasks: list[RsuTaskConfig] = Field(min_length=1, description="tasks this RSU runs rounds for")
-    ft: FtWeights = Field(default_factory=FtWeights, description="fault-tolerance cost weights (PAPER.md section 6)")
+    ft: FtWeights = Field(default_factory=FtWeights, description="fault-tolerance cost weights (docs/algorithms.md §6)")
     fault_tolerance: bool = Field(True, description="decide early upload / migrate / abandon for leaving vehicles")
     vehicle_silence_s: float = Field(
         120.0, gt=0, description="a vehicle whose last status is older than this is not invited to rounds"

@@ -37,7 +37,7 @@ Kind = Literal["accepted", "held"]
 
 
 class FtRecord(BaseModel):
-    """A fault-tolerance decision sent for one vehicle in one round (PAPER.md section 6)."""
+    """A fault-tolerance decision sent for one vehicle in one round (docs/algorithms.md section 6)."""
 
     action: Literal["early_upload", "migrate", "abandon"]
     migrate_to: str | None = None
@@ -69,7 +69,7 @@ class TaskMeta(BaseModel):
     next_round: int = 0
     seq: int = 0
     lam: float = 0.0
-    violation_j: float = 0.0  # cumulative sum_t max(0, E_round - B_m(t)), PAPER.md section 4
+    violation_j: float = 0.0  # cumulative sum_t max(0, E_round - B_m(t)), docs/algorithms.md section 4
     budget_j: float | None = None  # latest B_m(t) from the cloud; None until the first budget
     budget_window: int = -1  # the cloud's window index of that budget
     expected_round_s: float = 0.0

@@ -1,4 +1,4 @@
-"""Exact heterogeneous-rank SVD aggregation (PAPER.md section 1), checked against dense references."""
+"""Exact heterogeneous-rank SVD aggregation (docs/algorithms.md section 1), checked against dense references."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HomoLoRA and HetLoRA aggregation by hand on tiny matrices (PAPER.md section 1, "Baselines")."""
+"""HomoLoRA and HetLoRA aggregation by hand on tiny matrices (docs/algorithms.md section 1, "Baselines")."""
 
 from __future__ import annotations
 

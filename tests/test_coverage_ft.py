@@ -1,4 +1,4 @@
-"""Coverage exit times by hand (PAPER.md section 6, T_exit) and the fault-tolerance choice."""
+"""Coverage exit times by hand (docs/algorithms.md section 6, T_exit) and the fault-tolerance choice."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A vehicle leaving coverage mid-round (PAPER.md section 6): early upload, migration with handoff, abandonment.
+"""A vehicle leaving coverage mid-round (docs/algorithms.md §6): early upload, migration with handoff, abandonment.
 
 Coverage: a disc of radius 100 m at the origin. v1 parks at x = 10; v2 is at x = 90 moving east at 10 m/s, so it
 leaves in 1 s while its round is expected to take 60 s (expected_round_s default).

@@ -1,4 +1,4 @@
-"""Tri-feedback budgets (PAPER.md section 5) with hand-computed numbers."""
+"""Tri-feedback budgets (docs/algorithms.md section 5) with hand-computed numbers."""
 
 from __future__ import annotations
 

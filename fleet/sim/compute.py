@@ -1,4 +1,4 @@
-"""Modelled training FLOPs, time and energy of a LoRA round on a device profile (PAPER.md section 2).
+"""Modelled training FLOPs, time and energy of a LoRA round on a device profile (docs/algorithms.md section 2).
 
     tau_train = FLOPs(eta, samples, epochs) / device.flops,    e_train = device.power_w * tau_train
 

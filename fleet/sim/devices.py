@@ -1,4 +1,4 @@
-"""Device profiles of the simulated vehicles: training throughput, power and memory (PAPER.md section 2).
+"""Device profiles of the simulated vehicles: training throughput, power and memory (docs/algorithms.md section 2).
 
 These are model constants, not measurements. The public figures below are peak numbers from vendor spec sheets;
 the `flops` field is an *effective* training throughput, a fraction of the fp16 peak, because LoRA fine-tuning of a

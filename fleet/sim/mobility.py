@@ -2,7 +2,7 @@
 
 Positions are metres in a local plane; times are seconds from the start of the simulation. A `Trajectory` is a
 list of timed waypoints with piecewise-linear interpolation, so T-Drive traces (fleet.sim.tdrive) and the
-synthetic grid produce the same type. The agents see only (x, y) and (vx, vy) (PAPER.md section 6).
+synthetic grid produce the same type. The agents see only (x, y) and (vx, vy) (docs/algorithms.md section 6).
 """
 
 from __future__ import annotations
