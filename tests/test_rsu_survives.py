@@ -63,9 +63,9 @@ def test_a_close_that_fails_even_as_failed_is_retried_not_abandoned(tmp_path, mo
     rig = Rig(tmp_path, rsu_settings(tmp_path))
     rig.vehicle("v1", x=10.0)
     rig.advance(1.0)
-    import rsu_agent.agent as agent_mod
+    import rsu_agent.round_cycle as cycle_mod  # where `_close` looks the name up
 
-    monkeypatch.setattr(agent_mod, "close_or_fail", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("broke")))
+    monkeypatch.setattr(cycle_mod, "close_or_fail", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("broke")))
     rig.upload(make_update("v1", 0))
     assert rig.agent.failures["close:t1"] == 1 and rig.agent.tasks["t1"].pending is not None
     monkeypatch.undo()
