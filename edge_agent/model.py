@@ -135,13 +135,24 @@ def _load(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     return encoder, tokenizer
 
 
+def names_target(name: str, target: str) -> bool:
+    """peft's suffix rule: `target` names the module `name` when it is the whole name or its last dotted parts."""
+    return name == target or name.endswith("." + target)
+
+
+def unmatched_targets(targets: Iterable[str], names: Iterable[str]) -> list[str]:
+    """The targets that name none of `names`."""
+    names = tuple(names)
+    return [t for t in targets if not any(names_target(n, t) for n in names)]
+
+
 def target_layers(encoder: nn.Module, targets: Iterable[str]) -> list[str]:
     """Names (as in `encoder.named_modules()`) of the Linear layers whose last name part is in `targets`."""
     from torch import nn
 
     wanted = tuple(targets)
     return [n for n, m in encoder.named_modules()
-            if isinstance(m, nn.Linear) and any(n == t or n.endswith("." + t) for t in wanted)]
+            if isinstance(m, nn.Linear) and any(names_target(n, t) for t in wanted)]
 
 
 def layer_shapes(
@@ -165,7 +176,7 @@ def layer_shapes(
         shapes[name] = (int(weight.shape[0]), int(weight.shape[1]))
     if not shapes:
         raise ValueError(f"no Linear layer named any of {sorted(set(targets))} in the encoder")
-    unused = [t for t in targets if not any(n == t or n.endswith("." + t) for n in shapes)]
+    unused = unmatched_targets(targets, shapes)
     if unused:
         raise ValueError(f"lora_targets: {unused} match no Linear layer of the encoder")
     return shapes

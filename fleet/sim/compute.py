@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from edge_agent.model import names_target, unmatched_targets
 from fleet.sim.devices import DeviceProfile
 
 
@@ -57,10 +58,10 @@ def bert_layer_shapes(targets: tuple[str, ...], hidden: int = 768, n_layers: int
                  "attention.self.value": (hidden, hidden), "attention.output.dense": (hidden, hidden),
                  "intermediate.dense": (ffn, hidden), "output.dense": (hidden, ffn)}
     shapes = {f"encoder.layer.{i}.{name}": dims for i in range(n_layers) for name, dims in per_layer.items()
-              if any(name == t or name.endswith("." + t) for t in targets)}
+              if any(names_target(name, t) for t in targets)}
     if not shapes:
         raise ValueError(f"lora_targets: {list(targets)} match no layer of a BERT encoder")
-    unused = [t for t in targets if not any(n == t or n.endswith("." + t) for n in per_layer)]
+    unused = unmatched_targets(targets, per_layer)
     if unused:
         raise ValueError(f"lora_targets: {unused} match no layer of a BERT encoder")
     return shapes
