@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from proto.messages import AgentStatus, TaskStats, VehicleUpdate
 from proto.topics import Topics
 from tests.daemon_proc import wait_for_line
 from tests.mosquitto import free_port
+from tests.procs import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 T = Topics()
@@ -53,16 +53,6 @@ def start(role: str, config: Path, log: Path) -> subprocess.Popen:
     out = open(log, "w")  # noqa: SIM115 - closed with the process by the OS; the test reads the file
     return subprocess.Popen([sys.executable, "-m", "fedrank", role, "--config", str(config)], cwd=REPO, env=ENV,
                             stdout=out, stderr=subprocess.STDOUT)
-
-
-def wait_for(pred: Callable[[], bool], timeout: float, what: str, logs: list[Path] = ()) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.1)
-    tails = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in logs if p.exists())
-    raise AssertionError(f"{what} not within {timeout}s\n{tails}")
 
 
 def stop(procs: dict[str, subprocess.Popen]) -> dict[str, int]:
