@@ -45,7 +45,7 @@ from edge_agent.bandit import (
 )
 from proto.messages import UpdateReport
 from rsu_agent.dual import DEFAULT_LAM_MAX, DEFAULT_MU, dual_step
-from rsu_agent.shares import budget_shares, learn_reference
+from rsu_agent.shares import CostTable, budget_shares, learn_reference
 
 N_VEH = 10
 HW = [1.0 if v % 2 == 0 else 2.0 for v in range(N_VEH)]  # device energy factor (Nano-like / NX-like)
@@ -139,7 +139,7 @@ def run(sc: Scenario, T: int, seed: int, policy: str, beta: float = DEFAULT_BETA
     vids = [f"veh{v:02d}" for v in range(N_VEH)]
     pol = [UcbDual(seed=seed, stream=f"{v}/task", beta=beta, beta_cost=beta_cost, memory=memory) if policy == "ucb-dual"
            else IndexPolicy() for v in vids]
-    ref: dict[str, float] = {}
+    ref: CostTable = {}
     lam = lam_max = regret = viol = viol_or = spend = budget_sum = 0.0
     herd = mixed = 0
     for t in range(T):

@@ -192,7 +192,7 @@ class TaskRounds:
             round_budget_j=budget, ranks=self.cfg.ranks,
             rank=max((f.rank for f in self.layers.values()), default=0), lora_alpha=self.cfg.lora_alpha,
             layers=list(self.cfg.layers), participants=sorted(participants), aggregator=self.cfg.aggregator,
-            work=self.cfg.work, shares=budget_shares(budget, sorted(participants), self.meta.ref_cost_j),
+            work=self.cfg.work, shares=budget_shares(budget, sorted(participants), self.meta.ref_costs),
             dims=dict(self.cfg.layers), head={f"head.{k}": list(v) for k, v in (head or {}).items()},
             last_round_latency_s=meta.last_round_latency_s,
             tiers=[TierRef(index=t.index, first=t.first, last=t.last) for t, _ in tiers],
@@ -261,7 +261,7 @@ class TaskRounds:
             return
         self.accepted[identity] = _Counted(stored, update)
         self.pending.accepted[identity] = stored.msg.report
-        learn_reference(self.meta.ref_cost_j, stored.sender, stored.msg.report)  # the share rule's e_ref(v)
+        learn_reference(self.meta.ref_costs, stored.sender, stored.msg.report)  # the share rule's h_v
         self.save_meta()
 
     def record_ft(self, vehicle: str, rec: FtRecord) -> None:

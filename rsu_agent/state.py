@@ -78,7 +78,8 @@ class TaskMeta(BaseModel):
     last_round_latency_s: float | None = None  # tau_round of the last closed round, announced with the next
     global_file: str | None = None
     pending: PendingRound | None = None
-    ref_cost_j: dict[str, float] = Field(default_factory=dict)  # vehicle -> e_ref(v) of the share rule (shares.py)
+    # vehicle -> configuration -> [rounds, mean joules]: the share rule's cost table (shares.py)
+    ref_costs: dict[str, dict[str, list[float]]] = Field(default_factory=dict)
 
 
 @dataclass
