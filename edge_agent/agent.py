@@ -92,7 +92,8 @@ class VehicleAgent(RoundJobs, Agent):
         self._state_file = self.state_dir / "vehicle.json"
         self._policies: dict[str, Any] = {}
         self._fetch: TierFetch | None = None  # the rank tiers the current round still needs
-        self._unscored = PendingOutcomes()  # "rsu/task" -> the last round's outcome, awaiting the round's latency
+        # "rsu/task" -> the last round's outcome, awaiting the round's latency; next to the bandit state
+        self._unscored = PendingOutcomes(self.state_dir / "pending-outcomes.json")
         self.job: Job | None = None
         self.rsu_seen: str | None = None  # the RSU whose latest round listed us (the status's `rsu` when unset)
         self.seq = 0

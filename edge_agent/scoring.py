@@ -8,17 +8,30 @@ latency)`; an outcome that never hears (the task finished, an older RSU, a misse
 vehicle's own latency. A round cut short (early upload, migration source) or abandoned is learned at once, its
 energy and latency weighted by the work done and its accuracy not at all; the round's latency says nothing about
 an arm the RSU stopped. A round this vehicle continued for another (migration target) was not its choice.
+
+The kept outcomes live in `{state_dir}/pending-outcomes.json` (written atomically on every change), so a restart
+between a round's update and the next announcement still learns that round, once: an outcome leaves the file
+before the policy learns it, so a crash in between loses it rather than counting it twice.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from edge_agent.bandit import Arm, BanditError, Observation
+from fedrank.state import atomic_write_json
 
 log = logging.getLogger(__name__)
+
+STATE_KIND = "fedrank.pending-outcomes"
+STATE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -32,12 +45,31 @@ class Outcome:
     joules: float
     wall_s: float  # the vehicle's own latency
 
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.task, "round": self.round, "arm": self.arm.key, "q": self.q, "joules": self.joules,
+                "wall_s": self.wall_s}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Outcome:
+        """Inverse of `to_json`; ValueError on anything malformed or out of range."""
+        if not isinstance(doc, dict) or not isinstance(doc.get("task"), str) or type(doc.get("round")) is not int:
+            raise ValueError(f"not an outcome: {doc!r}")
+        nums = [doc.get(k) for k in ("q", "joules", "wall_s")]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                   for v in nums) or nums[0] > 1 or doc["round"] < 0:
+            raise ValueError(f"outcome figures out of range: {doc!r}")
+        return cls(doc["task"], doc["round"], Arm.parse(str(doc.get("arm"))), float(nums[0]), float(nums[1]),
+                   float(nums[2]))
+
 
 class PendingOutcomes:
-    """At most one kept outcome per "rsu/task"."""
+    """At most one kept outcome per "rsu/task"; persisted at `path` when given (None: memory only)."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None = None) -> None:
         self._kept: dict[str, Outcome] = {}
+        self.path = Path(path) if path is not None else None
+        if self.path is not None:
+            self._restore()
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -46,6 +78,7 @@ class PendingOutcomes:
         """Keep `outcome`; returns an older one it displaces (to be learned with its own latency)."""
         old = self._kept.get(key)
         self._kept[key] = outcome
+        self._save()
         return old
 
     def settle(self, key: str, round_: int | None, latency_s: float | None) -> tuple[Outcome, float] | None:
@@ -55,8 +88,48 @@ class PendingOutcomes:
         if out is None or (round_ is not None and round_ < out.round):
             return None  # nothing kept, or an announcement older than our round (a retained copy)
         del self._kept[key]
+        self._save()
         tau = latency_s if round_ == out.round and latency_s is not None else out.wall_s
         return out, max(tau, out.wall_s)
+
+    # -- persistence -------------------------------------------------------------------------------------------
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        doc = {"kind": STATE_KIND, "version": STATE_VERSION, "kept": {k: o.to_json() for k, o in self._kept.items()}}
+        try:
+            atomic_write_json(self.path, doc)
+        except OSError as e:  # the outcomes stay in memory; only a restart before the next write would lose them
+            log.warning("pending outcomes not written to %s (%s); kept in memory", self.path, e)
+
+    def _restore(self) -> None:
+        assert self.path is not None
+        if not self.path.exists():
+            return
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(doc, dict) or doc.get("kind") != STATE_KIND or doc.get("version") != STATE_VERSION:
+                raise ValueError("not a fedrank pending-outcomes file of this version")
+            kept = doc.get("kept")
+            if not isinstance(kept, dict):
+                raise ValueError("kept outcomes malformed")
+            self._kept = {str(k): Outcome.from_json(v) for k, v in kept.items()}
+        except (OSError, UnicodeDecodeError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+            self._kept = {}
+            self._move_aside(f"{type(e).__name__}: {e}")
+            return
+        if self._kept:
+            log.info("restored %d round outcome(s) awaiting their round latency from %s", len(self._kept), self.path)
+
+    def _move_aside(self, reason: str) -> None:
+        assert self.path is not None
+        aside = self.path.with_name(f"{self.path.name}.bad-{int(time.time() * 1000)}")
+        try:
+            os.replace(self.path, aside)
+            log.warning("pending outcomes %s unusable (%s); moved to %s, starting empty", self.path, reason, aside)
+        except OSError as e:
+            log.warning("pending outcomes %s unusable (%s) and could not be moved (%s); starting empty", self.path,
+                        reason, e)
 
 
 class RoundScoring:
@@ -90,6 +163,8 @@ class RoundScoring:
             self._score(*got)
 
     def _score(self, out: Outcome, tau_s: float) -> None:
+        # the arm was played; an outcome restored after a restart meets a policy that has not been offered it yet
+        self._policy(out.task).offer([out.arm])
         self._observe(out.task, out.round, out.arm, Observation(out.q, tau_s, out.joules))
 
     def _observe(self, task: str, round_: int, arm: Arm, obs: Observation) -> None:

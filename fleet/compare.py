@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from fleet.config import POLICIES, FleetConfig
-from fleet.plots import plot_compare, plot_scalability
+from fleet.plots import is_surrogate, plot_compare, plot_scalability
 from fleet.run import run_fleet
 from fleet.stats import average_accuracy_se, fmt_ci, mean_ci95, paired_diff_ci95, within_noise
 from fleet.terminal import RunProgress
@@ -53,7 +53,7 @@ def compare(base: FleetConfig, out: Path, policies: list[str] | None = None, abl
     progress.stop()
     (out / "compare.json").write_text(json.dumps(results, indent=2, sort_keys=True))
     (out / "compare.md").write_text(markdown_table(results, base))
-    plot_compare(results, out)
+    plot_compare(results, out, surrogate=base.learner == "surrogate")
     return results
 
 
@@ -65,7 +65,7 @@ def markdown_table(results: dict[str, dict[str, Any]], base: FleetConfig) -> str
     """Means ± 95 % CI over seeds; accuracy differences against the first policy, marked when within noise."""
     tasks = [t.name for t in base.tasks]
     first = next(iter(results.values()), {})
-    surrogate = "surrogate" in str(first.get("sources", {}).get("accuracy", ""))
+    surrogate = is_surrogate({}, base.learner) or any(is_surrogate(r) for r in results.values())
     acc_label = "surrogate acc" if surrogate else "acc"
     ref = next(iter(results), "")
     head = ["policy", *[f"{t} {acc_label}" for t in tasks], f"avg {acc_label}", f"Δ avg {acc_label} vs {ref}",
@@ -230,7 +230,7 @@ def channels(base: FleetConfig, out: Path, presets: list[str], policies: list[st
 
 def channel_tables(results: dict[str, dict[str, dict[str, Any]]], base: FleetConfig) -> str:
     """Per preset: mean round latency and its breakdown, spend/budget, bytes on the wire (by kind)."""
-    surrogate = base.learner == "surrogate"
+    surrogate = is_surrogate({}, base.learner) or any(is_surrogate(r) for rs in results.values() for r in rs.values())
     lines: list[str] = []
     for preset, runs in results.items():
         lines += [f"#### channel `{preset}`", "",

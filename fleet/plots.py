@@ -44,7 +44,8 @@ class PlotInfo:
 
 PLOTS: tuple[PlotInfo, ...] = (
     PlotInfo("accuracy.png", "global model accuracy per task over rounds, one line per RSU, majority baseline dotted",
-             "measured: each RSU's global adapter on the task's test split (surrogate curve when learner=surrogate)"),
+             "each RSU's global adapter on the task's test split (measured), or the learning-curve surrogate "
+             "(not measured) when learner=surrogate"),
     PlotInfo("budget.png", "energy spent / budget per task and round (budget = 1.0) and the dual price λ",
              "modelled energy (fleet.sim device profiles + channel model); λ from the RSUs' dual step"),
     PlotInfo("configs.png", "mix of configurations (LoRA ranks) the vehicles chose, per task and round",
@@ -56,6 +57,13 @@ PLOTS: tuple[PlotInfo, ...] = (
 
 def finite(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def is_surrogate(summary: dict[str, Any], learner: str | None = None) -> bool:
+    """Whether a run's accuracy came from the surrogate: its config says learner=surrogate, or its summary's (or
+    record's) accuracy source says so. Either is enough, so a summary without sources still gets labelled."""
+    src = summary.get("sources", {}).get("accuracy", summary.get("accuracy_source", ""))
+    return learner == "surrogate" or "surrogate" in str(src)
 
 
 def _tasks(records: Sequence[dict[str, Any]]) -> list[str]:
@@ -228,4 +236,4 @@ def plot_run(records: list[dict[str, Any]], summary: dict[str, Any], out: Path,
 
 from fleet.plots_compare import plot_compare, plot_scalability  # noqa: E402  (re-exported)
 
-__all__ = ["PLOTS", "PlotInfo", "plot_compare", "plot_run", "plot_scalability"]
+__all__ = ["PLOTS", "PlotInfo", "is_surrogate", "plot_compare", "plot_run", "plot_scalability"]

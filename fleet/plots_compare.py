@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from fleet.plots import DPI, PlotInfo, finite
+from fleet.plots import DPI, PlotInfo, finite, is_surrogate
 from fleet.stats import mean_ci95
 
 
@@ -31,7 +31,7 @@ class Metric:
 
 
 METRICS = (
-    Metric("avg_accuracy", "average final accuracy", "measured"),
+    Metric("avg_accuracy", "average final accuracy", "measured, or surrogate (set per comparison)"),
     Metric("mean_round_latency_s", "mean round latency (s)", "modelled"),
     Metric("energy_j", "energy (J)", "modelled"),
     Metric("violation_j", "budget violation (J)", "modelled"),
@@ -53,19 +53,18 @@ def seeds_of(out: Path, name: str, given: dict[str, Any] | Sequence[dict[str, An
     return found or [dict(given)]
 
 
-def _surrogate(runs: Mapping[str, Sequence[dict[str, Any]]]) -> bool:
-    return any("surrogate" in str(s.get("sources", {}).get("accuracy", "")) for ss in runs.values() for s in ss)
-
-
-def plot_compare(results: Mapping[str, dict[str, Any] | Sequence[dict[str, Any]]], out: Path) -> list[Path]:
-    """compare_metrics.png and accuracy_vs_energy.png for the policies in `results`; returns their paths."""
+def plot_compare(results: Mapping[str, dict[str, Any] | Sequence[dict[str, Any]]], out: Path,
+                 surrogate: bool = False) -> list[Path]:
+    """compare_metrics.png and accuracy_vs_energy.png for the policies in `results`; returns their paths.
+    The accuracy is labelled surrogate when `surrogate` (the comparison's learner) or any summary's source says so."""
     runs = {name: seeds_of(out, name, r) for name, r in results.items()}
     policies = list(runs)
     colour = {p: f"C{i % 10}" for i, p in enumerate(policies)}
     n_seeds = sorted({len(v) for v in runs.values()})
     seeds_txt = f"{n_seeds[0]} seed{'s' if n_seeds[0] != 1 else ''}" if len(n_seeds) == 1 else \
         f"{n_seeds[0]}-{n_seeds[-1]} seeds"
-    acc_src = "SURROGATE, not measured" if _surrogate(runs) else "measured"
+    surrogate = surrogate or any(is_surrogate(s) for ss in runs.values() for s in ss)
+    acc_src = "SURROGATE, not measured" if surrogate else "measured"
 
     fig, axes = plt.subplots(1, len(METRICS), figsize=(3.2 * len(METRICS), 0.45 * len(policies) + 1.8),
                              layout="constrained", sharey=True)
@@ -96,7 +95,8 @@ def plot_compare(results: Mapping[str, dict[str, Any] | Sequence[dict[str, Any]]
         ax.scatter([e for e, _ in pts], [a for _, a in pts], color=colour[p], label=p, s=28, alpha=0.8)
     ax.set_xlabel("total energy (J, modelled)")
     ax.set_ylabel(f"average final accuracy ({acc_src})")
-    ax.set_title(f"accuracy vs energy, one point per policy and seed ({seeds_txt})", fontsize=10)
+    ax.set_title(f"accuracy ({'SURROGATE' if surrogate else 'measured'}) vs energy (modelled), one point per "
+                 f"policy and seed ({seeds_txt})", fontsize=10)
     ax.grid(alpha=0.3)
     if policies:
         fig.legend(loc="outside right upper", fontsize=8, frameon=False)

@@ -137,8 +137,9 @@ def run_processes(cfg: FleetConfig, out: Path, broker_url: str, console: Console
         if not rows.add(msg):
             return
         acc = "-" if msg.accuracy is None else f"{msg.accuracy:.3f}"
-        console.print(f"{msg.sender} {msg.task} round {msg.round}: acc {acc} λ {msg.lam:.2f} "
-                      f"E {msg.energy_j:.3g}/{msg.budget_j:.3g} J (measured={msg.energy_measured})", highlight=False)
+        console.print(f"{msg.sender} {msg.task} round {msg.round}: mean local acc {acc} (vehicles' own) "
+                      f"λ {msg.lam:.2f} E {msg.energy_j:.3g}/{msg.budget_j:.3g} J (measured={msg.energy_measured})",
+                      highlight=False)
 
     stats = rows.rows
     observer.subscribe(topics.all_stats(), on_stats)

@@ -13,11 +13,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fleet.plots import PLOTS, finite, plot_run
+from fleet.plots import PLOTS, finite, is_surrogate, plot_run
 from fleet.terminal import fmt
 
 log = logging.getLogger(__name__)
 REPORT = "report.md"
+SURROGATE_NOTE = "surrogate learning curve (not measured; learner=surrogate in config.json)"
 
 
 class ReportError(ValueError):
@@ -90,8 +91,8 @@ def _acc(x: Any) -> str:
     return f"{x:.3f}" if finite(x) else "n/a"
 
 
-def _summary_table(summary: dict[str, Any], records: list[dict[str, Any]], order: list[str]) -> list[str]:
-    surrogate = "surrogate" in str(summary.get("sources", {}).get("accuracy", ""))
+def _summary_table(summary: dict[str, Any], records: list[dict[str, Any]], order: list[str],
+                   surrogate: bool) -> list[str]:
     acc_head = "final accuracy (surrogate, not measured)" if surrogate else "final accuracy (measured)"
     lines = [f"| task | {acc_head} | entity F1 | majority baseline | spend / budget (modelled) |",
              "|---|---:|---:|---:|---:|"]
@@ -126,22 +127,27 @@ def _summary_table(summary: dict[str, Any], records: list[dict[str, Any]], order
 def render(cfg: dict[str, Any], summary: dict[str, Any], records: list[dict[str, Any]],
            plots: list[Path]) -> str:
     drawn = {p.name for p in plots}
+    surrogate = is_surrogate(summary, cfg.get("learner"))
+    sources = dict(summary.get("sources", {}))
+    if surrogate and "surrogate" not in str(sources.get("accuracy", "")):
+        sources["accuracy"] = SURROGATE_NOTE  # the config says surrogate; the summary did not record it
     out = [f"# Fleet run: {summary.get('policy', cfg.get('policy', '?'))}", "",
            f"Built from `metrics.jsonl` ({len(records)} round records: one per task, round and RSU) and "
            "`summary.json`; `fedrank fleet report DIR` rebuilds it.", "",
            "## Configuration", "", *_config_brief(cfg, summary), "",
            "## Summary", "",
-           *_summary_table(summary, records, [t["name"] for t in cfg.get("tasks", [])]), "", "## Figures", ""]
+           *_summary_table(summary, records, [t["name"] for t in cfg.get("tasks", [])], surrogate), "",
+           "## Figures", ""]
     for info in PLOTS:
         if info.file not in drawn:
             continue
         source = info.source
-        if info.file == "accuracy.png" and summary.get("sources", {}).get("accuracy"):
-            source = summary["sources"]["accuracy"]
+        if info.file == "accuracy.png" and sources.get("accuracy"):
+            source = sources["accuracy"]
         out += [f"### {info.file}", "", f"![{info.shows}]({info.file})", "",
                 f"*Shows:* {info.shows}. *Source:* {source}; drawn from `metrics.jsonl`.", ""]
     out += ["## Where the numbers come from", ""]
-    out += [f"- {k}: {v}" for k, v in sorted(summary.get("sources", {}).items())]
+    out += [f"- {k}: {v}" for k, v in sorted(sources.items())]
     return "\n".join(out) + "\n"
 
 
@@ -157,8 +163,7 @@ def write_report(out: Path, records: list[dict[str, Any]] | None = None,
     cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
     if summary is None:
         summary = json.loads(sum_path.read_text()) if sum_path.is_file() else summary_from_records(records)
-    surrogate = cfg.get("learner") == "surrogate" or "surrogate" in str(summary.get("sources", {}).get("accuracy"))
-    plots = plot_run(records, summary, out, surrogate=surrogate)
+    plots = plot_run(records, summary, out, surrogate=is_surrogate(summary, cfg.get("learner")))
     path = out / REPORT
     path.write_text(render(cfg, summary, records, plots), encoding="utf-8")
     return path

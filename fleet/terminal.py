@@ -181,10 +181,13 @@ def round_line(row: dict[str, Any], widths: dict[str, int]) -> str:
     ratio = row["energy_j"] / row["budget_j"] if row["budget_j"] else math.nan
     acc = row["accuracy"]
     acc_s = "  n/a" if acc is None or math.isnan(acc) else f"{acc:.3f}"
+    # the record's accuracy_source says where the figure came from; a row without one claims nothing
+    src = str(row.get("accuracy_source", ""))
+    acc_label = "surrogate acc" if "surrogate" in src else "measured acc" if src.startswith("measured") else "acc"
     ranks = ",".join(str(k) for k in row["ranks"]) or "-"
     ft = f"  ft {row['ft']}" if row["ft"] else ""
     note = "  (global kept)" if row.get("updates") == 0 else ""
     return (f"{row['rsu']:<{widths['rsu']}} {row['task']:<{widths['task']}} r{row['round']:<{widths['round']}} "
-            f"acc {acc_s}  λ {row['lam']:>5.2f}  spend/budget {ratio:>5.2f} "
+            f"{acc_label} {acc_s}  λ {row['lam']:>5.2f}  spend/budget {ratio:>5.2f} "
             f"({fmt(row['energy_j'])}/{fmt(row['budget_j'])} J modelled)  ranks {ranks:<8} "
             f"upd {row['updates']}/{row['participants']}{ft}{note}")

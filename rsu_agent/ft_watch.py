@@ -47,8 +47,9 @@ class FtWatchMixin:
         head = sum(t.numel() for t in tr.head.values())
         return per * (tr.cfg.r_max * sum(d_out + d_in for d_out, d_in in tr.cfg.layers.values()) + head)
 
-    def _candidates(self, tr: TaskRounds, leaving: AgentStatus, share_j: float) -> list[Candidate]:
-        """In-coverage vehicles of the task, free now, with their spare share of the round budget."""
+    def _candidates(self, tr: TaskRounds, leaving: AgentStatus) -> list[Candidate]:
+        """In-coverage vehicles of the task, free now, with their spare share of the round budget (their own
+        announced share, the equal share for one that was not invited)."""
         p = tr.pending
         assert p is not None and leaving.position is not None
         busy = self._working_here()
@@ -61,7 +62,7 @@ class FtWatchMixin:
             if st.position is None or not self._free(vid, v) or not self._inside(st):
                 continue
             done = tr.accepted.get(vid)
-            spare = share_j - (done.stored.msg.report.joules if done else 0.0)
+            spare = p.share_j(vid) - (done.stored.msg.report.joules if done else 0.0)
             dist = math.hypot(st.position.x - leaving.position.x, st.position.y - leaving.position.y)
             out.append(Candidate(vehicle=vid, distance_m=dist, spare_budget_j=max(0.0, spare)))
         return out
@@ -91,11 +92,11 @@ class FtWatchMixin:
             return
         frac = min(1.0, elapsed / expected)
         q_target = tr.meta.last_accuracy if tr.meta.last_accuracy is not None else DEFAULT_Q_TARGET
-        share = p.budget_j / max(1, len(p.participants))
-        nbytes = self._adapter_bytes(tr)
-        dec = decide(q_target=q_target, q_partial=q_target * frac, e_spent_j=share * frac, adapter_bytes=nbytes,
-                     candidates=self._candidates(tr, st, share), weights=self.s.ft, exit_in_s=exit_in,
-                     rates=self.rates, rsu_distance_m=self.s.coverage.distance_to(st.position.x, st.position.y))
+        spent = p.share_j(vid) * frac  # the elapsed fraction of the vehicle's own announced share
+        dec = decide(q_target=q_target, q_partial=q_target * frac, e_spent_j=spent,
+                     adapter_bytes=self._adapter_bytes(tr), candidates=self._candidates(tr, st), weights=self.s.ft,
+                     exit_in_s=exit_in, rates=self.rates,
+                     rsu_distance_m=self.s.coverage.distance_to(st.position.x, st.position.y))
         action = dec.action  # decide() already rules out transfers that cannot finish before the exit
         costs = {k: min(MAX_COST, max(-MAX_COST, v)) for k, v in dec.costs.items() if math.isfinite(v)}
         rec = FtRecord(action=action, migrate_to=dec.migrate_to if action == "migrate" else None, costs=costs,

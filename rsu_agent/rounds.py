@@ -199,7 +199,7 @@ class TaskRounds:
         )
         meta.pending = PendingRound(
             round=ann.round, announced_at=now, deadline=ann.deadline, participants=ann.participants,
-            budget_j=ann.round_budget_j, lam=ann.lam, announcement=ann.model_dump_json(),
+            budget_j=ann.round_budget_j, lam=ann.lam, announcement=ann.model_dump_json(), shares=dict(ann.shares),
         )
         self.store.save_meta(meta)  # raises OSError: nothing changed
         self.meta, self.meta_dirty = meta, False

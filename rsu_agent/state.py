@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 import torch
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
@@ -29,7 +29,7 @@ from fedrank.state import atomic_write_bytes, atomic_write_json, read_json
 from proto.adapter import Factored, pack_factored, unpack_factored
 from proto.codec import decode, dtype_name, encode
 from proto.errors import PayloadRejected
-from proto.messages import UpdateReport, VehicleUpdate
+from proto.messages import RoundAnnouncement, UpdateReport, VehicleUpdate
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,26 @@ class PendingRound(BaseModel):
     budget_j: float
     lam: float
     announcement: str  # the RoundAnnouncement header as JSON, so a restart republishes the same message
+    shares: dict[str, float] = Field(default_factory=dict)  # vehicle -> its announced budget share b_v (shares.py)
     accepted: dict[str, UpdateReport] = Field(default_factory=dict)  # identity -> report (files are authoritative)
     ft: dict[str, FtRecord] = Field(default_factory=dict)  # vehicle -> decision
     dropped: list[str] = Field(default_factory=list)  # went offline before delivering
+
+    @model_validator(mode="after")
+    def _shares_from_announcement(self) -> PendingRound:
+        """A round opened before `shares` was stored keeps the shares its announcement carried."""
+        if not self.shares and self.announcement:
+            try:
+                self.shares = dict(RoundAnnouncement.model_validate_json(self.announcement).shares)
+            except ValidationError:
+                log.warning("round %d: stored announcement unreadable; equal budget shares assumed", self.round)
+        return self
+
+    def share_j(self, vehicle: str) -> float:
+        """The vehicle's announced share of the round budget; the equal share B / |V| when it was announced none
+        (a vehicle that was not invited, e.g. a migration candidate that arrived after the round opened)."""
+        own = self.shares.get(vehicle)
+        return own if own is not None else self.budget_j / max(1, len(self.participants))
 
 
 class TaskMeta(BaseModel):

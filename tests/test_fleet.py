@@ -10,6 +10,7 @@ import pytest
 from fleet.compare import ABLATIONS, compare
 from fleet.config import POLICIES, FleetConfig
 from fleet.run import run_fleet
+from tests.test_fleet_labels import claims_measured
 
 pytestmark = pytest.mark.slow
 
@@ -76,6 +77,9 @@ def test_surrogate_sweep_is_labelled(tmp_path: Path) -> None:
     assert "SURROGATE" in table and "surrogate acc" in table and "Accuracy: measured" not in table
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows and all("surrogate" in r["accuracy_source"] for r in rows)
+    report = (tmp_path / "report.md").read_text()
+    assert "final accuracy (surrogate, not measured)" in report
+    assert claims_measured(report) == [] and claims_measured(table) == []
 
 
 def test_a_second_run_in_the_same_directory_starts_afresh(tmp_path: Path) -> None:

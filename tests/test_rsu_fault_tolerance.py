@@ -116,3 +116,49 @@ def test_a_vehicle_that_cannot_upload_before_leaving_is_abandoned_and_not_waited
     assert rig.agent.counters["commands"] == {"abandon": 1}
     stats = rig.messages(Channel.STATS, TaskStats)[-1].msg
     assert (stats.participants, stats.updates) == (2, 1)
+
+
+def test_decision_inputs_use_each_vehicles_own_announced_share(tmp_path, monkeypatch):
+    """Issue 10: e_spent of the leaving vehicle and a candidate's spare budget come from the shares the RSU
+    announced (proportional to each vehicle's full-work cost), not from the equal split B / |V|."""
+    import rsu_agent.ft_watch as ft_watch
+    from proto.messages import RoundAnnouncement
+
+    seen: list[dict] = []
+    real = ft_watch.decide
+    monkeypatch.setattr(ft_watch, "decide", lambda **kw: seen.append(kw) or real(**kw))
+    rig = Rig(tmp_path, rsu_settings(tmp_path))
+    rig.agent.tasks["t1"].meta.ref_cost_j = {"v1": 1.0, "v2": 3.0}  # v2 costs three times v1 per round
+    rig.vehicle("v1", x=10.0)
+    rig.vehicle("v2", x=80.0)
+    rig.advance(1.0)
+    [ann] = [d.msg for d in rig.messages(Channel.ROUND, RoundAnnouncement)]
+    assert ann.participants == ["v1", "v2"]
+    assert ann.shares["v2"] == pytest.approx(3 * ann.shares["v1"])  # unequal: 25 / 75 of a 100 J budget
+    rig.upload(make_update("v1", 0, joules=5.0, seed=1))  # v1 is done: free, a candidate with spare share
+    rig.clock.advance_to(31.0)
+    rig.vehicle("v1", x=10.0, sent_at=31.0)
+    rig.vehicle("v3", x=-50.0, sent_at=31.0)  # arrived after the round opened: announced no share
+    expected = rig.agent.tasks["t1"].meta.expected_round_s
+    rig.vehicle("v2", x=90.0, vx=10.0, sent_at=31.0)  # leaves in 1 s, 30 s into its round
+    [kw] = seen
+    assert kw["e_spent_j"] == pytest.approx(ann.shares["v2"] * min(1.0, 30.0 / expected))
+    spare = {c.vehicle: c.spare_budget_j for c in kw["candidates"]}
+    assert spare == {"v1": pytest.approx(ann.shares["v1"] - 5.0), "v3": pytest.approx(ann.round_budget_j / 2)}
+    assert len(commands(rig)) == 1
+
+
+def test_a_round_stored_without_its_shares_takes_them_from_its_announcement(tmp_path):
+    """meta.json written before PendingRound kept `shares`: a restart mid-round still uses the announced ones."""
+    from rsu_agent.state import PendingRound
+
+    rig = Rig(tmp_path, rsu_settings(tmp_path))
+    rig.agent.tasks["t1"].meta.ref_cost_j = {"v1": 1.0, "v2": 3.0}
+    rig.vehicle("v1", x=10.0)
+    rig.vehicle("v2", x=80.0)
+    rig.advance(1.0)
+    doc = rig.agent.tasks["t1"].pending.model_dump()
+    del doc["shares"]
+    old = PendingRound.model_validate(doc)
+    assert old.share_j("v2") == pytest.approx(75.0) and old.share_j("v1") == pytest.approx(25.0)
+    assert old.share_j("v9") == pytest.approx(50.0)  # not invited: the equal share
