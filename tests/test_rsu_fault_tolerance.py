@@ -128,7 +128,7 @@ def test_decision_inputs_use_each_vehicles_own_announced_share(tmp_path, monkeyp
     real = ft_watch.decide
     monkeypatch.setattr(ft_watch, "decide", lambda **kw: seen.append(kw) or real(**kw))
     rig = Rig(tmp_path, rsu_settings(tmp_path))
-    rig.agent.tasks["t1"].meta.ref_cost_j = {"v1": 1.0, "v2": 3.0}  # v2 costs three times v1 per round
+    rig.agent.tasks["t1"].meta.ref_costs = {"v1": {"r4w1": [1.0, 1.0]}, "v2": {"r4w1": [1.0, 3.0]}}  # v2 costs three times v1 per round
     rig.vehicle("v1", x=10.0)
     rig.vehicle("v2", x=80.0)
     rig.advance(1.0)
@@ -153,7 +153,7 @@ def test_a_round_stored_without_its_shares_takes_them_from_its_announcement(tmp_
     from rsu_agent.state import PendingRound
 
     rig = Rig(tmp_path, rsu_settings(tmp_path))
-    rig.agent.tasks["t1"].meta.ref_cost_j = {"v1": 1.0, "v2": 3.0}
+    rig.agent.tasks["t1"].meta.ref_costs = {"v1": {"r4w1": [1.0, 1.0]}, "v2": {"r4w1": [1.0, 3.0]}}
     rig.vehicle("v1", x=10.0)
     rig.vehicle("v2", x=80.0)
     rig.advance(1.0)
