@@ -103,14 +103,14 @@ def markdown_table(results: dict[str, dict[str, Any]], base: FleetConfig) -> str
     return "\n".join(lines) + "\n"
 
 
-def diff_cell(ref: dict[str, Any], r: dict[str, Any], key: str = "avg_accuracy") -> str:
+def diff_cell(ref: dict[str, Any], r: dict[str, Any], key: str = "avg_accuracy", fmt: str = "+.3f") -> str:
     seeds = [s for s in ref.get("runs", {}) if s in r.get("runs", {})]
     a = [_num(r["runs"][s][key]) for s in seeds]
     b = [_num(ref["runs"][s][key]) for s in seeds]
     if not seeds:
         return "n/a"
     d, h = paired_diff_ci95(a, b)
-    cell = fmt_ci(d, h, "+.3f")
+    cell = fmt_ci(d, h, fmt)
     return cell + (" (within noise)" if within_noise(a, b) else "")
 
 
@@ -234,10 +234,11 @@ def channel_tables(results: dict[str, dict[str, dict[str, Any]]], base: FleetCon
     lines: list[str] = []
     for preset, runs in results.items():
         lines += [f"#### channel `{preset}`", "",
-                  "| policy | mean round latency (s) | download | train | upload | wait | aggregate | spend / budget "
-                  "| MB published | global adapter delivered to vehicles (MB) | avg acc"
+                  "| policy | mean round latency (s) | Δ latency vs ucb-dual (s) | download | train | upload | wait "
+                  "| aggregate | spend / budget | MB published | global adapter delivered to vehicles (MB) | avg acc"
                   + (" (SURROGATE)" if surrogate else "") + " |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        ref = runs.get("ucb-dual")
         for name, r in runs.items():
             b = r.get("latency_breakdown_s", {})
             kinds = r.get("bytes_to_vehicles_by_kind", {})
@@ -246,6 +247,7 @@ def channel_tables(results: dict[str, dict[str, dict[str, Any]]], base: FleetCon
             ratio = r.get("spend_ratio", r["energy_j"] / r["budget_j"] if r.get("budget_j") else math.nan)
             lines.append("| " + " | ".join([
                 name, fmt_ci(r["mean_round_latency_s"], ci.get("mean_round_latency_s", math.nan), ".2f"),
+                "reference" if name == "ucb-dual" or ref is None else diff_cell(ref, r, "mean_round_latency_s", "+.2f"),
                 *[_f(b.get(k, math.nan), ".2f") for k in ("download", "train", "upload", "wait", "aggregate")],
                 fmt_ci(ratio, ci.get("spend_ratio", math.nan), ".2f"), _f(r["bytes_on_wire"] / 1e6, ".1f"),
                 _f(glob / 1e6, ".1f"), fmt_ci(r["avg_accuracy"], ci.get("avg_accuracy", math.nan))]) + " |")
@@ -253,7 +255,8 @@ def channel_tables(results: dict[str, dict[str, dict[str, Any]]], base: FleetCon
     lines.append("Latency, energy and bytes: modelled on the simulated clock (device profiles, FLOP model, channel "
                  "preset, shared cell uplink, modelled RSU aggregation). MB published: every message once, as the "
                  "broker receives it; delivered: every copy the broker sent to a vehicle (announcements, rank tiers). "
-                 "Means over the seeds (± the 95 % CI half-width where shown). "
+                 "Means over the seeds (± the 95 % CI half-width where shown); Δ latency is the paired difference to "
+                 "UCB-DUAL over the same seeds, 'within noise' when its 95 % interval contains 0. "
                  "Breakdown: the slowest vehicle's download / train / solo upload airtime, the rest of the round "
                  "(cell sharing, deadline waits) and aggregation. "
                  + ("Accuracy: SURROGATE learning curve (fleet/surrogate.py), not measured." if surrogate

@@ -116,4 +116,22 @@ def test_channel_tables_give_one_table_per_preset_with_the_breakdown_and_spend()
            "latency_breakdown_s": {"download": 1.0, "train": 2.0, "upload": 3.0, "wait": 2.5, "aggregate": 0.5}}
     md = channel_tables({"paper": {"ucb-dual": run}, "nr5g": {"ucb-dual": run}}, FleetConfig(learner="surrogate"))
     assert md.count("#### channel") == 2 and "SURROGATE" in md
-    assert "| ucb-dual | 9.00 | 1.00 | 2.00 | 3.00 | 2.50 | 0.50 | 0.75 | 5.0 | 3.0 | 0.800 |" in md
+    assert "| ucb-dual | 9.00 | reference | 1.00 | 2.00 | 3.00 | 2.50 | 0.50 | 0.75 | 5.0 | 3.0 | 0.800 |" in md
+
+
+def test_channel_tables_give_the_paired_latency_difference_to_ucb_dual_with_its_noise() -> None:
+    from fleet.compare import channel_tables, over_seeds
+
+    def summary(lat: float) -> dict[str, object]:
+        return {"mean_round_latency_s": lat, "avg_accuracy": 0.8, "energy_j": 30.0, "budget_j": 40.0,
+                "bytes_on_wire": 1, "per_task_accuracy": {"t": 0.8}, "majority_baseline": {"t": 0.5},
+                "rank_counts": {}, "ft_decisions": {}, "sources": {"accuracy": "surrogate"}}
+
+    ours = over_seeds({0: summary(9.0), 1: summary(10.0), 2: summary(11.0)})
+    slower = over_seeds({0: summary(12.0), 1: summary(13.1), 2: summary(13.9)})  # ~3 s slower on every seed
+    noisy = over_seeds({0: summary(8.0), 1: summary(12.0), 2: summary(10.5)})  # no consistent difference
+    md = channel_tables({"paper": {"ucb-dual": ours, "homolora": slower, "hetlora": noisy}},
+                        FleetConfig(learner="surrogate"))
+    row = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    assert "| +3.00 ± " in row["homolora"] and "within noise" not in row["homolora"]
+    assert "| +0.17 ± " in row["hetlora"] and "(within noise)" in row["hetlora"]

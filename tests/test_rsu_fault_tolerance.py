@@ -128,7 +128,8 @@ def test_decision_inputs_use_each_vehicles_own_announced_share(tmp_path, monkeyp
     real = ft_watch.decide
     monkeypatch.setattr(ft_watch, "decide", lambda **kw: seen.append(kw) or real(**kw))
     rig = Rig(tmp_path, rsu_settings(tmp_path))
-    rig.agent.tasks["t1"].meta.ref_costs = {"v1": {"r4w1": [1.0, 1.0]}, "v2": {"r4w1": [1.0, 3.0]}}  # v2 costs three times v1 per round
+    # v2 costs three times v1 per round
+    rig.agent.tasks["t1"].meta.ref_costs = {"v1": {"r4w1": [1.0, 1.0]}, "v2": {"r4w1": [1.0, 3.0]}}
     rig.vehicle("v1", x=10.0)
     rig.vehicle("v2", x=80.0)
     rig.advance(1.0)
