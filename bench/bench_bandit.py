@@ -44,7 +44,7 @@ from edge_agent.bandit import (
     lp_mix,
 )
 from proto.messages import UpdateReport
-from rsu_agent.dual import DEFAULT_LAM_MAX, DEFAULT_MU, dual_step
+from rsu_agent.dual import DEFAULT_LAM_MAX, DEFAULT_MU, DEFAULT_MU_DECAY, dual_step
 from rsu_agent.shares import CostTable, budget_shares, learn_reference
 
 N_VEH = 10
@@ -133,8 +133,8 @@ class IndexPolicy:
 
 
 def run(sc: Scenario, T: int, seed: int, policy: str, beta: float = DEFAULT_BETA,
-        beta_cost: float = DEFAULT_BETA_COST, memory: float = DEFAULT_MEMORY, mu: float = DEFAULT_MU
-        ) -> dict[str, float]:
+        beta_cost: float = DEFAULT_BETA_COST, memory: float = DEFAULT_MEMORY, mu: float = DEFAULT_MU,
+        decay: float = DEFAULT_MU_DECAY) -> dict[str, float]:
     rng = np.random.default_rng([seed, T, len(sc.name)])
     vids = [f"veh{v:02d}" for v in range(N_VEH)]
     pol = [UcbDual(seed=seed, stream=f"{v}/task", beta=beta, beta_cost=beta_cost, memory=memory) if policy == "ucb-dual"
@@ -174,7 +174,7 @@ def run(sc: Scenario, T: int, seed: int, policy: str, beta: float = DEFAULT_BETA
         if sum(pa > 1e-9 for pa in p_star) > 1:  # herding is counted where the optimum is a mix
             mixed += 1
             herd += len(set(chosen)) == 1
-        lam = dual_step(lam, energy, budget, mu=mu)
+        lam = dual_step(lam, energy, budget, mu=mu, step=t, decay_rounds=decay)
         lam_max = max(lam_max, lam)
     return {"regret": regret, "violation": viol, "oracle_violation": viol_or, "spend_ratio": spend / budget_sum,
             "herd": herd / mixed if mixed else float("nan"), "lam_max": lam_max}
@@ -201,6 +201,8 @@ def main() -> int:
     ap.add_argument("--beta-cost", type=float, default=DEFAULT_BETA_COST)
     ap.add_argument("--memory", type=float, default=DEFAULT_MEMORY, help="inf: stationary means")
     ap.add_argument("--mu", type=float, default=DEFAULT_MU, help="the RSU's dual step")
+    ap.add_argument("--mu-decay", type=float, default=DEFAULT_MU_DECAY, help="rounds scale of the step's decay "
+                    "mu / sqrt(1 + t / decay); inf: constant")
     ap.add_argument("--only", help="comma-separated scenario names")
     args = ap.parse_args()
     horizons = [int(h) for h in args.horizons.split(",")] if args.horizons else (
@@ -208,7 +210,8 @@ def main() -> int:
     seeds = args.seeds or (3 if args.quick else 10)
     policies = ["ucb-dual"] if args.no_index else ["ucb-dual", "index"]
     print(f"{N_VEH} vehicles (energy x1/x2 alternating), seeds {seeds}, horizons {horizons}; surrogate environments")
-    print(f"beta {args.beta}, beta_cost {args.beta_cost}, memory {args.memory}, mu {args.mu}")
+    print(f"beta {args.beta}, beta_cost {args.beta_cost}, memory {args.memory}, mu {args.mu}, "
+          f"mu decay {args.mu_decay}")
     print("| scenario | policy | T | regret/veh | violation | oracle viol. | spend/B | all on one arm (mix rounds) "
           "| max lambda |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -219,7 +222,8 @@ def main() -> int:
         for pol in policies:
             means = []
             for T in horizons:
-                rs = [run(sc, T, s, pol, args.beta, args.beta_cost, args.memory, args.mu) for s in range(seeds)]
+                rs = [run(sc, T, s, pol, args.beta, args.beta_cost, args.memory, args.mu, args.mu_decay)
+                      for s in range(seeds)]
                 m = {k: float(np.mean([r[k] for r in rs])) for k in rs[0]}
                 means.append(m)
                 print(f"| {sc.name} | {pol} | {T} | {m['regret']:.2f} | {m['violation']:.2f} | "

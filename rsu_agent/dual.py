@@ -19,6 +19,12 @@ log = logging.getLogger(__name__)
 # bench_bandit --quick at T = 1000: mu 0.5 instead of 0.1 raised the regret per vehicle from 2.8 to 5.1 ("tight-mix",
 # log-log slope 0.46 -> 0.67) and from 4.1 to 5.3 ("budget-drop") at the same violation.
 DEFAULT_MU = 0.1
+# The step shrinks as mu / sqrt(1 + t / DEFAULT_MU_DECAY) over a task's rounds t. With a constant mu, lambda is a
+# random walk reflected at 0 whenever the vehicles' LP spends the budget on average: it drifts up to where the LP
+# switches vertex (in bench_bandit "tight-mix", lambda 0.3 turns the optimal 50/50 mix into the cheap arm for every
+# vehicle) and those excursions add regret linearly. A shrinking step keeps them rare while the first rounds still
+# correct quickly; the LP, not lambda, follows a changed budget (it normalises by the announced share).
+DEFAULT_MU_DECAY = 100.0
 # Any lambda >= 1 / (smallest gap between two arms' normalised costs) already makes every vehicle take its cheapest
 # arm; with work fractions {0.25, 0.5, 1} that gap is >= 0.25 of the full-work cost, so lambda <= 4 suffices. On a
 # feasible budget the spend then falls below B and lambda decreases, so it cannot sit at the cap of 10.
@@ -39,8 +45,13 @@ def _check_budget(budget_j: float) -> None:
         raise ValueError(f"budget_j = {budget_j!r} must be finite and > 0")
 
 
+def step_size(mu: float, step: int, decay_rounds: float = DEFAULT_MU_DECAY) -> float:
+    """mu_t = mu / sqrt(1 + t / decay_rounds) for the task's t-th dual step (math.inf: a constant mu)."""
+    return mu / math.sqrt(1.0 + max(0, step) / decay_rounds)
+
+
 def dual_step(lam: float, energy_j: float, budget_j: float, mu: float = DEFAULT_MU,
-              lam_max: float = DEFAULT_LAM_MAX) -> float:
+              lam_max: float = DEFAULT_LAM_MAX, step: int = 0, decay_rounds: float = DEFAULT_MU_DECAY) -> float:
     """One projected dual-ascent step on the round's energy constraint (docs/algorithms.md section 4).
 
     Args:
@@ -50,6 +61,8 @@ def dual_step(lam: float, energy_j: float, budget_j: float, mu: float = DEFAULT_
             agent decides what to do).
         mu: the step size (>= 0).
         lam_max: the upper clip (>= 0).
+        step: how many steps this price has taken before (the task's round number); with `decay_rounds` it
+            shrinks the step, mu_t = mu / sqrt(1 + step / decay_rounds).
 
     Returns:
         lambda_m(t + 1) in [0, lam_max].
@@ -59,8 +72,11 @@ def dual_step(lam: float, energy_j: float, budget_j: float, mu: float = DEFAULT_
     _check_budget(budget_j)
     _finite("mu", mu, 0.0)
     _finite("lam_max", lam_max, 0.0)
+    if not decay_rounds > 0:
+        log.warning("dual price input rejected: decay_rounds = %r must be > 0", decay_rounds)
+        raise ValueError(f"decay_rounds = {decay_rounds!r} must be > 0")
     excess = min(1.0, (energy_j - budget_j) / budget_j)  # one round on a collapsed budget moves lambda by <= mu
-    return min(max(lam + mu * excess, 0.0), lam_max)
+    return min(max(lam + step_size(mu, step, decay_rounds) * excess, 0.0), lam_max)
 
 
 def violation(energy_j: float, budget_j: float) -> float:

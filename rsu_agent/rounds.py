@@ -321,7 +321,8 @@ class TaskRounds:
         meta = self.meta.model_copy(deep=True)
         lam_before = meta.lam
         try:  # docs/algorithms.md section 4
-            meta.lam = dual_step(meta.lam, energy, p.budget_j, self.cfg.mu, self.cfg.lam_max)
+            meta.lam = dual_step(meta.lam, energy, p.budget_j, self.cfg.mu, self.cfg.lam_max, step=p.round,
+                                 decay_rounds=self.cfg.mu_decay_rounds)
             meta.violation_j += violation(energy, p.budget_j)
         except ValueError as exc:  # a zero budget has no meaningful price: keep lambda, say why
             log.error("task %s round %d: dual step skipped (%s); lambda stays %.3f", self.cfg.name, p.round, exc,

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from fedrank.settings import AgentSettings
 from rsu_agent.coverage import Coverage
-from rsu_agent.dual import DEFAULT_LAM_MAX, DEFAULT_MU
+from rsu_agent.dual import DEFAULT_LAM_MAX, DEFAULT_MU, DEFAULT_MU_DECAY
 from rsu_agent.fault_tolerance import FtWeights
 
 _ID = r"^[A-Za-z0-9_.\-]{1,64}$"
@@ -41,7 +41,10 @@ class RsuTaskConfig(BaseModel):
     default_round_budget_j: float = Field(
         1000.0, gt=0, description="per-round energy budget B_m(t) used until the cloud's first budget arrives"
     )
-    mu: float = Field(DEFAULT_MU, gt=0, description="dual step size (docs/algorithms.md section 4)")
+    mu: float = Field(DEFAULT_MU, gt=0, description="dual step size mu_0 (docs/algorithms.md section 4)")
+    mu_decay_rounds: float = Field(
+        DEFAULT_MU_DECAY, gt=0, description="the step shrinks as mu_0 / sqrt(1 + t / mu_decay_rounds) over the "
+        "task's rounds t (inf: constant)")
     lam_max: float = Field(DEFAULT_LAM_MAX, gt=0, description="upper clip of the dual price (docs/algorithms.md "
                            "section 4)")
     expected_round_s: float = Field(

@@ -66,3 +66,18 @@ def test_a_non_positive_or_non_finite_budget_is_rejected_with_a_log_line(budget,
 def test_bad_price_energy_or_step_is_rejected(lam, energy, mu):
     with pytest.raises(ValueError):
         dual_step(lam, energy, 100.0, mu=mu)
+
+
+def test_the_step_shrinks_over_a_tasks_rounds_as_mu_over_sqrt_one_plus_t_over_decay() -> None:
+    from rsu_agent.dual import DEFAULT_MU_DECAY, step_size
+
+    assert step_size(0.1, 0) == pytest.approx(0.1)
+    assert step_size(0.1, 300, decay_rounds=100.0) == pytest.approx(0.05)  # 0.1 / sqrt(4)
+    assert step_size(0.1, 10**6, decay_rounds=math.inf) == 0.1  # inf: the constant step
+    assert step_size(0.1, -5) == pytest.approx(0.1)  # a negative count is no count
+    # the deployed default decays: round 300 moves lambda by half what round 0 does at the default decay of 100
+    assert DEFAULT_MU_DECAY == 100.0
+    assert dual_step(0.0, 200.0, 100.0, step=300) == pytest.approx(0.05)
+    assert dual_step(0.0, 200.0, 100.0, step=300, decay_rounds=math.inf) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="decay_rounds"):
+        dual_step(0.0, 200.0, 100.0, decay_rounds=0.0)

@@ -27,7 +27,7 @@ from proto.bus import Delivery
 from proto.codec import decode
 from proto.memory_bus import MemoryBus
 from proto.messages import FaultCommand, RoundAnnouncement, RoundTier, TaskBudget
-from rsu_agent.dual import DEFAULT_LAM_MAX, DEFAULT_MU
+from rsu_agent.dual import DEFAULT_LAM_MAX, DEFAULT_MU, step_size
 
 pytestmark = pytest.mark.slow
 
@@ -147,9 +147,10 @@ def test_dual_price_rises_on_overspend_and_falls_on_underspend(run: dict) -> Non
     mu, lam_max = DEFAULT_MU, DEFAULT_LAM_MAX  # RsuTaskConfig defaults (docs/algorithms.md section 4)
     for task in (HARD, EASY):
         recs = records(run, task)
-        for r in recs:  # lambda <- clip(lambda + mu min(1, (E - B) / B), 0, lambda_max)
+        for r in recs:  # lambda <- clip(lambda + mu_t min(1, (E - B) / B), 0, lambda_max), mu_t at round t
             excess = min(1.0, (r.energy_j - r.budget_j) / r.budget_j)
-            assert r.lam == pytest.approx(min(lam_max, max(0.0, r.lam_announced + mu * excess)))
+            step = step_size(mu, r.round)
+            assert r.lam == pytest.approx(min(lam_max, max(0.0, r.lam_announced + step * excess)))
         over, under = recs[1], recs[2]
         assert over.energy_j > over.budget_j and over.lam > over.lam_announced
         assert under.energy_j < under.budget_j and under.lam < under.lam_announced

@@ -131,9 +131,9 @@ def test_lambda_rises_when_overspent_and_falls_when_underspent(rig):
     rig.upload(make_update("v1", 1, joules=20.0, seed=3))
     rig.upload(make_update("v2", 1, joules=30.0, seed=4))
     rec = rig.agent.history[-1]
-    assert rec.lam == pytest.approx(0.1 + 0.1 * (50 - 100) / 100)  # 0.05
+    assert rec.lam == pytest.approx(0.1 + 0.1 / (1 + 1 / 100) ** 0.5 * (50 - 100) / 100)  # round 1: mu_1 < mu_0
     assert rec.violation_j == pytest.approx(200.0)  # cumulative; this round added nothing
-    assert rig.messages(Channel.STATS, TaskStats)[-1].msg.lam == pytest.approx(0.05)
+    assert rig.messages(Channel.STATS, TaskStats)[-1].msg.lam == pytest.approx(rec.lam)
 
 
 def test_cloud_budget_applies_from_the_next_announcement(rig):
