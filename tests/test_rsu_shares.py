@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from proto.messages import RoundAnnouncement
+from proto.messages import RoundAnnouncement, UpdateReport
 from proto.topics import Channel
-from rsu_agent.shares import CostTable, budget_shares, hardware_factors, learn_reference
+from rsu_agent.shares import MAX_CONFIGS, CostTable, budget_shares, hardware_factors, learn_reference
 from tests.helpers_rsu import Rig, make_update, rsu_settings, task_cfg
 
 
@@ -67,3 +67,42 @@ def test_work_fractions_must_end_with_the_reference_configuration() -> None:
         task_cfg(work=[0.25, 0.5])
     with pytest.raises(ValueError):
         task_cfg(work=[0.5, 0.25, 1.0])
+
+
+def test_hardware_factors_by_hand_with_uneven_coverage() -> None:
+    """Two fixed-point passes of h_v = sum n e / sum n E_a, E_a the mean of e_ua / h_u over the vehicles that
+    played a; normalised to mean 1. Three vehicles played x and two y, in different numbers: no term cancels."""
+    costs: CostTable = {"a": {"x": [1.0, 100.0], "y": [3.0, 50.0]}, "b": {"x": [2.0, 200.0]},
+                        "c": {"x": [1.0, 130.0], "y": [1.0, 75.0]}}
+
+    def factors(ex: float, ey: float) -> dict[str, float]:
+        h = {"a": 250 / (ex + 3 * ey), "b": 400 / (2 * ex), "c": 205 / (ex + ey)}
+        return {v: x / (sum(h.values()) / 3) for v, x in h.items()}
+
+    h1 = factors(430 / 3, 125 / 2)  # pass 1, every h = 1
+    h2 = factors((100 / h1["a"] + 200 / h1["b"] + 130 / h1["c"]) / 3, (50 / h1["a"] + 75 / h1["c"]) / 2)
+    h = hardware_factors(costs)
+    assert h == pytest.approx(h2, rel=1e-12)
+    assert h == pytest.approx({"a": 0.67619, "b": 1.38878, "c": 0.93502}, abs=1e-5)
+    assert sum(h.values()) == pytest.approx(3.0)
+    assert hardware_factors({"a": {}}) == {}  # a vehicle with no known cost has no factor
+
+
+def _report(rank: int, joules: float) -> UpdateReport:
+    return UpdateReport(rank=rank, samples=10, joules=joules, energy_source="rapl", energy_measured=True,
+                        train_s=1.0, wall_s=1.0, local_accuracy=0.5, loss=0.5)
+
+
+def test_small_energies_are_learned_and_the_table_keeps_the_most_played_configurations() -> None:
+    costs: CostTable = {}
+    assert learn_reference(costs, "a", _report(1, 0.5))  # below 1 J is still a measurement
+    assert costs["a"]["r1w1"] == [1.0, 0.5]
+    learn_reference(costs, "a", _report(1, 11.0))
+    # MAX_CONFIGS configurations, each played twice but rank 30: the least played one is the dearest, and it is
+    # the first key in neither insertion nor string order
+    for rank in range(2, MAX_CONFIGS + 1):
+        for _ in range(1 if rank == 30 else 2):
+            learn_reference(costs, "a", _report(rank, 1000.0 if rank == 30 else 10.0 + rank))
+    assert len(costs["a"]) == MAX_CONFIGS
+    learn_reference(costs, "a", _report(MAX_CONFIGS + 1, 5.0))
+    assert len(costs["a"]) == MAX_CONFIGS and "r30w1" not in costs["a"] and "r65w1" in costs["a"]
