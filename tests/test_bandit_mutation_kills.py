@@ -231,3 +231,12 @@ def test_the_set_aside_file_is_named_with_the_time_in_milliseconds(tmp_path: Pat
     monkeypatch.setattr(bandit.time, "time", lambda: 1_700_000_000.1234)
     UcbDual(state_path=path)
     assert [p.name for p in tmp_path.iterdir()] == ["bandit.json.bad-1700000000123"]
+
+
+def test_a_rejected_decision_changes_nothing_not_even_the_decision_count() -> None:
+    b = UcbDual(seed=1, stream="v/t")
+    arms = [Arm(2, 1.0), Arm(4, 1.0)]
+    for tau_ref, w_tau in ((math.inf, 0.1), (0.0, 0.1), (60.0, math.nan), (60.0, -1.0)):
+        with pytest.raises(BanditError, match="tau_ref_s"):
+            b.select(Decision(arms, lam=0.0, share_j=10.0, tau_ref_s=tau_ref, w_tau=w_tau))
+    assert b.decisions == 0 and b.stats == {}
