@@ -25,6 +25,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fedrank.cli import passive_omp  # noqa: E402
+
+passive_omp()  # before torch loads, as the `fedrank` command does
+
 from edge_agent.learner import NoMeter  # noqa: E402
 from edge_agent.trainer import LocalTrainer  # noqa: E402
 from fleet.config import FleetConfig  # noqa: E402

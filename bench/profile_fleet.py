@@ -17,6 +17,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fedrank.cli import passive_omp  # noqa: E402
+
+passive_omp()  # before torch loads, as the `fedrank` command does
+
 from fleet.config import FleetConfig  # noqa: E402
 from fleet.run import run_fleet  # noqa: E402
 

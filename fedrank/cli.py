@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from fedrank import __version__
@@ -36,11 +37,24 @@ def _top_parser() -> argparse.ArgumentParser:
     return p
 
 
+def passive_omp() -> None:
+    """Let torch's OpenMP workers sleep, not spin, while they wait (unless OMP_WAIT_POLICY is already set).
+
+    libgomp's default spins a waiting worker for a while at every parallel region; on a small or shared machine
+    that worker holds a core the other one needs to finish the region. Measured on the 2-core dev box under other
+    jobs' load (BENCHMARKS.md, "Fleet overhead"): the same training and evaluation took 2-3.6x the wall time
+    spinning, and `make demo` 25 min instead of 9. Results are the same either way.
+    It only takes effect before torch is imported, so the CLI sets it before loading any command.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     top = _top_parser()
     ns = top.parse_args(argv)
     module_name, help_text = COMMANDS[ns.command]
+    passive_omp()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -61,8 +61,9 @@ class FleetConfig(BaseModel):
     train_per_vehicle: int = Field(320, ge=8, description="local training examples per vehicle")
     test_size: int = Field(600, ge=10, description="examples of each task's test split used to score the global "
                            "model (600 per task keeps one standard error of the average accuracy near 1 point)")
-    curve_test_size: int = Field(200, ge=10, description="test examples scoring each intermediate round (the "
-                                 "accuracy curve); the final round of each RSU and task is scored on all test_size")
+    curve_test_size: int = Field(64, ge=10, description="test examples scoring each intermediate round (the "
+                                 "accuracy curve: one evaluation batch); the final round of each RSU and task is "
+                                 "scored on all test_size")
     devices: list[str] = Field(
         ["jetson-orin-nano", "jetson-xavier-nx", "jetson-agx-orin", "x86-dgpu"],
         description="device profiles, assigned round-robin to vehicles",

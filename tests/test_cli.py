@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,37 @@ def test_schema_help_documents_out() -> None:
     r = fedrank("schema", "--help")
     assert r.returncode == 0
     assert "--out" in r.stdout
+
+
+
+def _no_wait_policy(monkeypatch) -> None:
+    monkeypatch.setenv("OMP_WAIT_POLICY", "unset")  # so that teardown restores the real environment
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+
+
+def test_openmp_waits_passively_unless_the_user_chose(monkeypatch) -> None:
+    from fedrank.cli import passive_omp
+
+    _no_wait_policy(monkeypatch)
+    passive_omp()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    passive_omp()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_the_wait_policy_is_set_before_the_command_module_loads(monkeypatch, tmp_path: Path) -> None:
+    """libgomp reads it once, when torch loads it: the command's module (which may import torch) must see it."""
+    import importlib
+
+    seen: dict[str, str | None] = {}
+    real = importlib.import_module
+
+    def spy(name: str, *args: object) -> object:
+        seen[name] = os.environ.get("OMP_WAIT_POLICY")
+        return real(name, *args)
+
+    _no_wait_policy(monkeypatch)
+    monkeypatch.setattr("fedrank.cli.importlib.import_module", spy)
+    assert main(["schema", "--out", str(tmp_path)]) == 0
+    assert seen == {"proto.schema_export": "PASSIVE"}
