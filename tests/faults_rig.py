@@ -191,7 +191,9 @@ class Observer:
         self.stats: dict[int, TaskStats] = {}
         self.stats_at: dict[int, float] = {}
         self.redelivered = 0
-        self.bus = MqttBus(broker.options(MONITOR), MONITOR, clean_start=True)
+        # a persistent session, as the cloud has: stats published while the monitor reconnects after a broker
+        # kill are queued for it, not missed (a clean session made "all rounds closed" flaky at low load)
+        self.bus = MqttBus(broker.options(MONITOR), MONITOR, clean_start=False)
         self.bus.subscribe(T.rounds_for_task(TASK), self._on)
         self.bus.subscribe(T.all_stats(), self._on)
         self.bus.connect()
