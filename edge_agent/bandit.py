@@ -22,14 +22,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedrank.state import atomic_write_json
+from fedrank.state import atomic_write_json, move_aside
 
 log = logging.getLogger(__name__)
 
@@ -326,11 +324,5 @@ class UcbDual:
 
     def _move_aside(self, reason: str) -> None:
         assert self.state_path is not None
-        aside = self.state_path.with_name(f"{self.state_path.name}.bad-{int(time.time() * 1000)}")
-        try:
-            os.replace(self.state_path, aside)
-            log.warning("bandit state %s unusable (%s); moved to %s, starting fresh", self.state_path, reason, aside)
-        except OSError as e:
-            log.warning("bandit state %s unusable (%s) and could not be moved (%s); starting fresh",
-                        self.state_path, reason, e)
+        move_aside(self.state_path, "bandit state", reason)
         self.stats, self.decisions = {}, 0

@@ -19,14 +19,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_agent.bandit import Arm, BanditError, Observation
-from fedrank.state import atomic_write_json
+from fedrank.state import atomic_write_json, move_aside
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +121,7 @@ class PendingOutcomes:
 
     def _move_aside(self, reason: str) -> None:
         assert self.path is not None
-        aside = self.path.with_name(f"{self.path.name}.bad-{int(time.time() * 1000)}")
-        try:
-            os.replace(self.path, aside)
-            log.warning("pending outcomes %s unusable (%s); moved to %s, starting empty", self.path, reason, aside)
-        except OSError as e:
-            log.warning("pending outcomes %s unusable (%s) and could not be moved (%s); starting empty", self.path,
-                        reason, e)
+        move_aside(self.path, "pending outcomes", reason, starting="empty")
 
 
 class RoundScoring:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +61,13 @@ def read_json(path: Path) -> Any | None:
         log.error("state file %s unreadable (%s); moved to %s and starting fresh", path, exc, aside)
         os.replace(path, aside)
         return None
+
+
+def move_aside(path: Path, what: str, reason: str, starting: str = "fresh") -> None:
+    """Rename an unusable state file to `<name>.bad-<ms>` (kept for a post-mortem) and log why; never raises."""
+    aside = path.with_name(f"{path.name}.bad-{int(time.time() * 1000)}")
+    try:
+        os.replace(path, aside)
+        log.warning("%s %s unusable (%s); moved to %s, starting %s", what, path, reason, aside, starting)
+    except OSError as e:
+        log.warning("%s %s unusable (%s) and could not be moved (%s); starting %s", what, path, reason, e, starting)

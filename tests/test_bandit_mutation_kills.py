@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import bandit
+import fedrank.state
 from edge_agent.bandit import Arm, BanditError, Decision, Observation, UcbDual, arm_set, lp_mix, round_reward
 
 
@@ -228,7 +228,7 @@ def test_the_set_aside_file_is_named_with_the_time_in_milliseconds(tmp_path: Pat
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "bandit.json"
     path.write_text("{ not json")
-    monkeypatch.setattr(bandit.time, "time", lambda: 1_700_000_000.1234)
+    monkeypatch.setattr(fedrank.state.time, "time", lambda: 1_700_000_000.1234)
     UcbDual(state_path=path)
     assert [p.name for p in tmp_path.iterdir()] == ["bandit.json.bad-1700000000123"]
 
