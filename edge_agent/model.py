@@ -85,26 +85,30 @@ def resolve_model_dir(model_dir: Path | str | None) -> Path:
 class BaseModelCache:
     """One frozen encoder and tokenizer per model directory per process; adapters come and go, the base stays.
 
-    `loads` counts real loads from disk so tests (and the daemon's metrics) can prove the base is reused.
+    A `replica` other than 0 is an independent copy (loaded again: its own encoder and tokenizer), for a worker
+    thread that trains beside the others (the fleet's training pool): a peft adapter is injected into the encoder
+    itself, so two threads can never share one. `loads` counts real loads from disk so tests (and the daemon's
+    metrics) can prove the base is reused.
     """
 
-    _entries: ClassVar[dict[Path, tuple[PreTrainedModel, PreTrainedTokenizerBase]]] = {}
+    _entries: ClassVar[dict[tuple[Path, int], tuple[PreTrainedModel, PreTrainedTokenizerBase]]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
     loads: ClassVar[int] = 0
 
     @classmethod
-    def get(cls, model_dir: Path | str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-        """Return (frozen encoder in eval mode, fast tokenizer) for `model_dir`, loading it once.
+    def get(cls, model_dir: Path | str | None = None, replica: int = 0
+            ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        """Return (frozen encoder in eval mode, fast tokenizer) for `model_dir`, loading it once per replica.
 
         Raises:
             ModelNotFound: the directory is missing or transformers cannot read a model from it.
         """
-        path = resolve_model_dir(model_dir)
+        key = (resolve_model_dir(model_dir), replica)
         with cls._lock:
-            entry = cls._entries.get(path)
+            entry = cls._entries.get(key)
             if entry is None:
-                entry = _load(path)
-                cls._entries[path] = entry
+                entry = _load(key[0])
+                cls._entries[key] = entry
                 cls.loads += 1
             return entry
 
@@ -115,15 +119,22 @@ class BaseModelCache:
             cls._entries.clear()
 
 
+# torch's global RNG is one per process: a thread that seeds it (peft's adapter init) must not meet another
+# thread drawing from it (a model being built before its weights are read), so both hold this lock
+GLOBAL_RNG_LOCK = threading.Lock()
+
+
 def _load(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load encoder and tokenizer from local files only."""
+    """Load encoder and tokenizer from local files only (the global RNG is left as it was)."""
+    import torch
     from transformers import AutoModel, AutoTokenizer
 
     try:
         # AutoTokenizer gives the fast (Rust) tokenizer; transformers 5's BertTokenizer(vocab_file=...)
         # silently maps every token to [UNK], so the tokenizer is always built from the directory.
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        encoder = AutoModel.from_pretrained(path, local_files_only=True)
+        with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+            encoder = AutoModel.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as exc:
         log.error("cannot load a model from %s: %s", path, exc)
         raise ModelNotFound(path, f"transformers could not load it ({exc})") from exc

@@ -216,6 +216,10 @@ class RoundJobs(RoundScoring):
         done_at = job.started + job.modelled_down.seconds + job.modelled_train.seconds
         token = job.token
         self.timers.schedule(done_at, lambda: self._modelled_done(token))
+        prefetch = getattr(self.learner_for(job.task), "prefetch", None)
+        if prefetch is not None:  # the fleet's pool starts the real work now; _modelled_done collects it
+            prefetch(rank=job.rank, alpha=job.alpha, init=job.init, head=job.head, steps=job.steps,
+                     seed=self.s.seed + job.round)
 
     def _samples(self, task: str) -> int:
         learner = self.learner_for(task)

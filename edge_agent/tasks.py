@@ -47,7 +47,9 @@ def make_head(spec: TaskSpec, hidden: int, state: dict[str, torch.Tensor] | None
     Raises:
         ValueError: `state` has other names or shapes than the head.
     """
-    head = nn.Linear(hidden, spec.head_outputs)
+    # skip_init: nn.Linear's own init would draw from torch's global RNG, which a training thread beside this one
+    # may have just seeded (the fleet's pool); both branches below set every value anyway
+    head = nn.utils.skip_init(nn.Linear, hidden, spec.head_outputs)
     if state is None:
         g = torch.Generator().manual_seed(HEAD_INIT_SEED)
         with torch.no_grad():

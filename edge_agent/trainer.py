@@ -26,14 +26,16 @@ import torch
 from torch import nn
 
 from edge_agent.data.readers import Example
-from edge_agent.model import DEFAULT_TARGETS, BaseModelCache, resolve_model_dir, target_layers
+from edge_agent.model import DEFAULT_TARGETS, GLOBAL_RNG_LOCK, BaseModelCache, resolve_model_dir, target_layers
 from edge_agent.tasks import Encoded, MetricAccumulator, TaskSpec, encode, forward_logits, loss_fn, make_head
 from proto.adapter import Factored, LoraFactors, balanced_split
 
 log = logging.getLogger(__name__)
 
 PEFT_PREFIX = "base_model.model."
-_BASE_LOCK = threading.RLock()  # the cached base is shared by every trainer in the process; one adapter at a time
+# A cached base is shared by every trainer of its replica in the process: one adapter at a time on each replica.
+_BASE_LOCKS: dict[int, threading.RLock] = {}
+_BASE_LOCKS_GUARD = threading.Lock()
 # One process may train many vehicles (the fleet: each vehicle's train and held-out split, each task's test
 # split); a cache smaller than that re-tokenises every round. Entries are small (token ids of a few hundred
 # examples).
@@ -77,8 +79,14 @@ class LocalTrainer:
     def __init__(
         self, model_dir: Path | str | None = None, targets: Sequence[str] = DEFAULT_TARGETS, max_length: int = 64,
         batch_size: int = 16, lr: float = 5e-4, threads: int | None = None, eval_batch_size: int = 64,
+        replica: int = 0,
     ) -> None:
+        """`replica` picks an independent copy of the base (`BaseModelCache`): trainers on different replicas can
+        run in different threads at once; trainers on one replica take turns."""
         self.model_dir = resolve_model_dir(model_dir)
+        self.replica = replica
+        with _BASE_LOCKS_GUARD:
+            self._lock = _BASE_LOCKS.setdefault(replica, threading.RLock())
         self.targets = tuple(targets)
         self.max_length, self.batch_size, self.eval_batch_size = max_length, batch_size, eval_batch_size
         self.lr, self.threads = lr, threads
@@ -86,7 +94,7 @@ class LocalTrainer:
 
     @property
     def layer_names(self) -> list[str]:
-        encoder, _ = BaseModelCache.get(self.model_dir)
+        encoder, _ = BaseModelCache.get(self.model_dir, self.replica)
         return target_layers(encoder, self.targets)
 
     def train(
@@ -118,9 +126,9 @@ class LocalTrainer:
         n_steps = steps if steps is not None else math.ceil(epochs * len(examples) / self.batch_size)
         encoded = self._encoded(spec, examples)
         gen = torch.Generator().manual_seed(seed)
-        with _BASE_LOCK:
+        with self._lock:
             self._set_threads()
-            encoder, _ = BaseModelCache.get(self.model_dir)
+            encoder, _ = BaseModelCache.get(self.model_dir, self.replica)
             factors = self._initial_factors(encoder, init, rank, alpha, gen)
             with self._adapter(encoder, rank, alpha, factors, seed) as model:
                 head_mod = make_head(spec, encoder.config.hidden_size, head)
@@ -168,9 +176,9 @@ class LocalTrainer:
 
         `layers` may be the global factored update (any rank, 0 = base only), a vehicle's LoRA factors, or None.
         """
-        with _BASE_LOCK:
+        with self._lock:
             self._set_threads()
-            encoder, _ = BaseModelCache.get(self.model_dir)
+            encoder, _ = BaseModelCache.get(self.model_dir, self.replica)
             rank, factors = _eval_factors(layers, alpha)
             self._check_layers(encoder, factors)
             with self._adapter(encoder, rank, alpha, factors, seed=0) as model:
@@ -181,8 +189,8 @@ class LocalTrainer:
         | None, head: dict[str, torch.Tensor] | None, alpha: float,
     ) -> list[torch.Tensor]:
         """Logits of each evaluation batch (shapes as `tasks.forward_logits`; token batches are trimmed per batch)."""
-        with _BASE_LOCK:
-            encoder, _ = BaseModelCache.get(self.model_dir)
+        with self._lock:
+            encoder, _ = BaseModelCache.get(self.model_dir, self.replica)
             rank, factors = _eval_factors(layers, alpha)
             self._check_layers(encoder, factors)
             with self._adapter(encoder, rank, alpha, factors, seed=0) as model:
@@ -202,7 +210,7 @@ class LocalTrainer:
         if hit is not None:
             self._encodings.move_to_end(key)
             return hit
-        _, tokenizer = BaseModelCache.get(self.model_dir)
+        _, tokenizer = BaseModelCache.get(self.model_dir, self.replica)
         encoded = encode(spec, examples, tokenizer, self.max_length)
         self._encodings[key] = encoded
         if len(self._encodings) > _ENCODING_CACHE_SIZE:
@@ -271,7 +279,7 @@ class LocalTrainer:
         from peft import LoraConfig, get_peft_model
 
         config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(self.targets), lora_dropout=0.0)
-        with torch.random.fork_rng(devices=[]):  # peft's kaiming init draws from the global RNG
+        with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):  # peft's kaiming init draws from the global RNG
             torch.manual_seed(seed)
             model = get_peft_model(encoder, config)
         try:

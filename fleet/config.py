@@ -90,7 +90,12 @@ class FleetConfig(BaseModel):
     learner: Literal["real", "surrogate"] = Field(
         "real", description="real LoRA training, or a labelled learning-curve surrogate for large sweeps"
     )
-    threads: int | None = Field(None, description="torch threads; unset = torch default")
+    threads: int | None = Field(None, description="torch threads; unset = 1 per worker when workers > 1, else torch's "
+                                "default")
+    workers: int = Field(
+        2, ge=1, description="real training runs on this many threads, each with its own copy of the base model, "
+        "one vehicle's round at a time (fleet/pool.py); results do not depend on the count as long as torch runs one "
+        "thread (workers >= 2, or 1 with threads 1); 1 = train in the fleet's own thread")
     wire_dtype: Literal["F32", "F16", "BF16"] = "F32"
     channel: str | dict[str, Any] = Field(
         "cv2x", description="radio: a preset (paper, dsrc, cv2x, nr5g; fleet/sim/channel.py) or a dict of constants "

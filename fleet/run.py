@@ -138,6 +138,7 @@ def run_fleet(cfg: FleetConfig, out: Path, console: Console | None = None, progr
         rec.poll()
     finally:
         rec.close()
+        world.close()
         if own and progress is not None:
             progress.stop()
     summary = summarise(world, rec.records, finished)

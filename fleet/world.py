@@ -28,6 +28,7 @@ from fleet.config import FleetConfig
 from fleet.cost import FleetCostModel
 from fleet.costing import FleetCosting
 from fleet.driver import SimDriver
+from fleet.pool import PooledLearner, TrainPool
 from fleet.sim.compute import BERT_BASE, ModelShape, bert_layer_shapes
 from fleet.sim.devices import DeviceProfile, get_profile
 from fleet.sim.links import ChannelRates, fleet_channel
@@ -118,6 +119,11 @@ class World:
     homo_rank: int
     tau_ref_s: float = 60.0
     budgets: object = None  # the RoundBudget hook: what each opened round was sized at
+    pool: TrainPool | None = None  # worker threads training the vehicles' rounds (cfg.workers > 1)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
 
 
 def resolve_model_dir(cfg: FleetConfig, cache: Path) -> Path | None:
@@ -167,16 +173,22 @@ def rsu_layout(cfg: FleetConfig, grid: RoadGrid) -> dict[str, tuple[float, float
 def build_world(cfg: FleetConfig, out_dir: Path) -> World:
     import torch
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    pooled = cfg.workers > 1 and cfg.learner == "real"
+    threads = cfg.threads or (1 if pooled else None)  # one torch thread per worker: results independent of the pool
+    if threads:
+        torch.set_num_threads(threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = out_dir / "state"
     clock = SimClock(0.0)
     broker = MemoryBroker()
     topics = Topics()
     model_dir = resolve_model_dir(cfg, out_dir / "cache")
-    trainer = LocalTrainer(model_dir, targets=cfg.targets, max_length=cfg.max_length, batch_size=cfg.batch_size,
-                           lr=cfg.lr, threads=cfg.threads)
+    def make_trainer(replica: int = 0) -> LocalTrainer:
+        return LocalTrainer(model_dir, targets=cfg.targets, max_length=cfg.max_length, batch_size=cfg.batch_size,
+                            lr=cfg.lr, threads=threads, replica=replica)
+
+    trainer = make_trainer()
+    pool = TrainPool(make_trainer, cfg.workers) if pooled else None
     layers, shape = base_and_layers(cfg, trainer)
     rank_policy, aggregator = POLICY_WIRING[cfg.policy]
 
@@ -279,7 +291,9 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
                          status_interval_s=cfg.status_interval_s, wire_dtype=cfg.wire_dtype,
                          device_memory_gb=dev.memory_gb, max_rank=None if rank_policy == "fixed" else dev.max_rank,
                          tau_ref_s=tau_ref)
-        learner: TaskLearner | SurrogateLearner = TaskLearner(trainer, specs[t.name], *shares[vid])
+        learner: TaskLearner | PooledLearner | SurrogateLearner = TaskLearner(trainer, specs[t.name], *shares[vid])
+        if pool is not None:
+            learner = PooledLearner(learner, pool)
         if cfg.learner == "surrogate":
             learner = SurrogateLearner(layers, len(shares[vid][0]), cfg.batch_size, t.name, surrogate_progress,
                                        seed=cfg.seed + len(vehicles), full_steps=cfg.local_steps)
@@ -302,7 +316,7 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
     log.info("fleet: %d vehicles, %d RSUs, tasks %s, policy %s, reference task budget %.1f J, tau_ref %.2f s "
              "(modelled)", len(vehicles), len(rsus), [t.name for t in cfg.tasks], cfg.policy, round_budget, tau_ref)
     return World(cfg, clock, broker, driver, cloud, rsus, vehicles, trainer, datasets, specs, tests, devices,
-                 trajectories, sites, layers, tap, round_budget, homo_rank, tau_ref, budget_hook)
+                 trajectories, sites, layers, tap, round_budget, homo_rank, tau_ref, budget_hook, pool)
 
 
 def majority_baseline(spec: TaskSpec, examples: list) -> float:
