@@ -7,8 +7,13 @@ nothing else around it: the replay's wall time is the baseline, and the ratio fl
 own overhead factor (goal <= 1.15). Both are measured in the same run on the same machine, so machine load
 shifts both; a loaded machine still distorts the ratio a little (state that next to any figure).
 
+The replay runs the calls one after another on one thread; the fleet trains and evaluates on `workers` threads
+(fleet/pool.py, default 2), so on a machine with two free cores the ratio can go below 1. `--workers 1` times the
+fleet on one thread, the like-for-like overhead figure.
+
     python bench/bench_fleet.py            # the default `fedrank fleet run` config (MiniLM, real training)
     python bench/bench_fleet.py --quick    # the tiny model, a few rounds: seconds (exercised by the tests)
+    python bench/bench_fleet.py --workers 1 --threads 1   # the fleet on one thread, like the replay
 """
 
 from __future__ import annotations
@@ -102,16 +107,21 @@ def bench(cfg: FleetConfig) -> dict[str, Any]:
             "train_calls": len(rec.trains), "eval_calls": len(rec.evals),
             "in_fleet_train_eval_s": round(rec.in_fleet_s, 2), "ratio": round(fleet_s / bare, 3) if bare else None,
             "goal": GOAL, "finished": summary["finished"], "model": cfg.model, "vehicles": cfg.vehicles,
-            "rounds": cfg.rounds, "source": "measured (time.perf_counter wall time, this process)"}
+            "rounds": cfg.rounds, "workers": cfg.workers,
+            "source": "measured (time.perf_counter wall time, this process)"}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny model, 2 rounds")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=None,
+                    help="the fleet's training threads (default: the config's; the replay is always one thread)")
     ap.add_argument("--json", type=Path, help="also write the result here")
     args = ap.parse_args(argv)
     over: dict[str, Any] = {"threads": args.threads} if args.threads else {}
+    if args.workers:
+        over["workers"] = args.workers
     cfg = FleetConfig.quick(rounds=2, **over) if args.quick else FleetConfig(**over)
     result = bench(cfg)
     print(json.dumps(result, indent=2))

@@ -56,6 +56,11 @@ class TrainPool:
 
         return self._executor.submit(run)
 
+    def evaluate(self, spec: Any, examples: Any, *, layers: Any, head: Any, alpha: float) -> Future[dict[str, float]]:
+        """Score a global model on a worker (the recorder's evaluations: the simulated clock need not wait)."""
+        return self._executor.submit(lambda: self._trainer().evaluate(spec, examples, layers=layers, head=head,
+                                                                      alpha=alpha))
+
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import deque
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +40,12 @@ class Recorder:
                        "round": len(str(max(0, world.cfg.rounds - 1)))}
         self.records: list[dict[str, Any]] = []
         self._seen: dict[str, int] = {r.id: 0 for r in world.rsus}
-        # (rsu, task) -> (global layers, head, test size, metrics) last evaluated; the objects are kept, so an
-        # identity check tells a kept global from a new aggregate
-        self._evaluated: dict[tuple[str, str], tuple[Any, Any, int, dict[str, float]]] = {}
+        # (rsu, task) -> (global layers, head, test size, metrics or their future) last evaluated; the objects are
+        # kept, so an identity check tells a kept global from a new aggregate
+        self._evaluated: dict[tuple[str, str], tuple[Any, Any, int, Any]] = {}
         self._file = open(out / "metrics.jsonl", "w")  # noqa: SIM115 - closed in close()
+        # rows waiting for their score: (row, metrics or their future, test examples behind them)
+        self._queue: deque[tuple[dict[str, Any], Any, int | None]] = deque()
 
     def close(self) -> None:
         self._file.close()
@@ -53,10 +57,16 @@ class Recorder:
             for i, rec in enumerate(new):
                 latest = i == len(new) - 1 or all(r.task != rec.task for r in new[i + 1:])
                 self._record(rsu, rec, evaluate=latest)
+        self._flush(wait=False)
+
+    def finish(self) -> None:
+        """Wait for the evaluations still running and write their rows."""
+        self._flush(wait=True)
 
     def _record(self, rsu: Any, rec: Any, evaluate: bool) -> None:
         spec = self.w.specs[rec.task]
-        metrics: dict[str, float] = {}
+        metrics: dict[str, float] | Future[dict[str, float]] = {}
+        n_test: int | None = None
         surrogate = self.w.cfg.learner == "surrogate"
         if surrogate:  # nothing was learned for real: report the surrogate's curve, labelled as such
             metrics = {"accuracy": rec.accuracy}
@@ -67,17 +77,15 @@ class Recorder:
                 test = test[: self.w.cfg.curve_test_size]
             key, held = (rsu.id, rec.task), self._evaluated.get((rsu.id, rec.task))
             if held is not None and held[0] is tr.layers and held[1] is tr.head and held[2] == len(test):
-                metrics = dict(held[3])  # the global was kept (no aggregation): same model, same score
+                metrics = held[3]  # the global was kept (no aggregation): same model, same score
+                n_test = len(test)
             else:
-                metrics = self.w.trainer.evaluate(spec, test, layers=tr.layers or None, head=tr.head or None,
-                                                  alpha=self.w.cfg.lora_alpha)
-                metrics["test_examples"] = len(test)
-                self._evaluated[key] = (tr.layers, tr.head, len(test), dict(metrics))
+                metrics = self._evaluate(spec, test, tr.layers or None, tr.head or None)
+                self._evaluated[key] = (tr.layers, tr.head, len(test), metrics)
+                n_test = len(test)
         row = {
             "policy": self.w.cfg.policy, "rsu": rsu.id, "task": rec.task, "round": rec.round,
             "sim_time_s": round(self.w.clock.now(), 6),
-            "accuracy": metrics.get("accuracy", math.nan), "entity_f1": metrics.get("entity_f1"),
-            "test_loss": metrics.get("loss"), "test_examples": metrics.get("test_examples"),
             "mean_vehicle_accuracy": rec.accuracy,
             "lam": rec.lam, "lam_announced": rec.lam_announced, "energy_j": rec.energy_j, "budget_j": rec.budget_j,
             "violation_j": rec.violation_j, "ranks": list(rec.ranks), "updates": rec.updates,
@@ -87,11 +95,32 @@ class Recorder:
             "energy_source": ENERGY_SOURCE, "latency_source": LATENCY_SOURCE,
             "accuracy_source": SURROGATE_SOURCE if surrogate else ACCURACY_SOURCE,
         }
-        self.records.append(row)
-        self._file.write(json.dumps(row, sort_keys=True) + "\n")
-        self._file.flush()
-        if self.progress is not None:
-            self.progress.advance(self.name, round_line(row, self.widths))
+        self._queue.append((row, metrics, n_test))
+
+    def _evaluate(self, spec: Any, test: list, layers: Any, head: Any) -> Future[dict[str, float]]:
+        """On the pool when there is one (the clock runs on meanwhile), else here; rows wait for it in order."""
+        if self.w.pool is not None:
+            return self.w.pool.evaluate(spec, test, layers=layers, head=head, alpha=self.w.cfg.lora_alpha)
+        done: Future[dict[str, float]] = Future()
+        done.set_result(self.w.trainer.evaluate(spec, test, layers=layers, head=head, alpha=self.w.cfg.lora_alpha))
+        return done
+
+    def _flush(self, wait: bool) -> None:
+        """Write the queued rows, in the order their rounds closed, as far as their scores are ready."""
+        while self._queue:
+            row, metrics, n_test = self._queue[0]
+            if isinstance(metrics, Future):
+                if not (wait or metrics.done()):
+                    return
+                metrics = metrics.result()
+            self._queue.popleft()
+            row.update({"accuracy": metrics.get("accuracy", math.nan), "entity_f1": metrics.get("entity_f1"),
+                        "test_loss": metrics.get("loss"), "test_examples": n_test})
+            self.records.append(row)
+            self._file.write(json.dumps(row, sort_keys=True) + "\n")
+            self._file.flush()
+            if self.progress is not None:
+                self.progress.advance(self.name, round_line(row, self.widths))
 
 
 def fresh_state(out: Path) -> None:
@@ -136,6 +165,7 @@ def run_fleet(cfg: FleetConfig, out: Path, console: Console | None = None, progr
         world.driver.start()
         finished = world.driver.run_until(lambda: done(world), max_time, on_step=rec.poll)
         rec.poll()
+        rec.finish()
     finally:
         rec.close()
         world.close()
