@@ -21,7 +21,7 @@ from edge_agent.settings import EdgeSettings
 from edge_agent.tiers import TierFetch
 from edge_agent.work import CostModel
 from fedrank.runtime import Agent, Clock
-from fedrank.state import atomic_write_json, read_json
+from fedrank.state import atomic_write_json, move_aside, read_json
 from proto.bus import Bus, BusError, Delivery, Will
 from proto.codec import decode, decode_header
 from proto.errors import PayloadRejected, WireError
@@ -253,8 +253,14 @@ class VehicleAgent(RoundJobs, Agent):
 
     def _restore(self) -> None:
         data = read_json(self._state_file)
-        if data:
-            self.seq = int(data.get("seq", 0))
-            self.done_rounds = {str(k): int(v) for k, v in dict(data.get("done_rounds", {})).items()}
+        if not data:
+            return
+        try:  # valid JSON of the wrong shape (a hand edit, another version): set aside, never a crash at start
+            seq = int(data.get("seq", 0))
+            done = {str(k): int(v) for k, v in dict(data.get("done_rounds", {})).items()}
+        except (AttributeError, TypeError, ValueError) as exc:
+            move_aside(self._state_file, "vehicle state", f"{type(exc).__name__}: {exc}")
+            return
+        self.seq, self.done_rounds = seq, done
 
 

@@ -92,3 +92,21 @@ def test_outcomes_round_trip_and_an_unwritable_file_keeps_them_in_memory(tmp_pat
     (tmp_path / "file").write_text("a file where the directory should be")
     blocked.keep("rsu1/t1", out)  # logged, not raised
     assert len(blocked) == 1
+
+
+@pytest.mark.parametrize("content", ['{"seq": "seven"}', '{"seq": 3, "done_rounds": [1, 2]}',
+                                     '{"done_rounds": {"rsu1/t1": null}}', '[1, 2]'])
+def test_vehicle_state_of_the_wrong_shape_is_set_aside_and_the_vehicle_starts(tmp_path: Path, content: str,
+                                                                              caplog: pytest.LogCaptureFixture) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "vehicle.json").write_text(content)
+    with caplog.at_level(logging.WARNING, logger="fedrank.state"):
+        rig = Rig(state)
+    fresh = Rig(tmp_path / "fresh")  # what a vehicle with no state on disk starts with
+    assert rig.agent.seq == fresh.agent.seq and rig.agent.done_rounds == {}
+    assert not (state / "vehicle.json").exists() and len(list(state.glob("vehicle.json.bad-*"))) == 1
+    assert any("vehicle state" in r.getMessage() for r in caplog.records)
+    rig.announce(0, ranks=(4,))
+    rig.agent.pump()
+    assert len(rig.updates) == 1  # and it takes part as usual
