@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ GOAL = 1.15
 class Recorded:
     trains: list[tuple[tuple, dict]] = field(default_factory=list)
     evals: list[tuple[tuple, dict]] = field(default_factory=list)
-    in_fleet_s: float = 0.0
+    in_fleet_s: float = 0.0  # summed over the pool's threads: can exceed the run's wall time
     trainer: LocalTrainer | None = None
 
 
@@ -53,23 +54,27 @@ def _record(rec: Recorded) -> tuple[Any, Any]:
     """Wrap LocalTrainer.train / evaluate so the run's calls are kept (arguments and time spent)."""
     orig_train, orig_eval = LocalTrainer.train, LocalTrainer.evaluate
 
+    lock = threading.Lock()  # the fleet calls these from its pool's worker threads
+
     def train(self: LocalTrainer, *args: Any, **kw: Any) -> Any:
-        rec.trainer = self
         t0 = time.perf_counter()
         try:
             return orig_train(self, *args, **kw)
         finally:
-            rec.in_fleet_s += time.perf_counter() - t0
-            rec.trains.append((args, {k: v for k, v in kw.items() if k not in ("meter", "should_stop")}))
+            with lock:
+                rec.trainer = self
+                rec.in_fleet_s += time.perf_counter() - t0
+                rec.trains.append((args, {k: v for k, v in kw.items() if k not in ("meter", "should_stop")}))
 
     def evaluate(self: LocalTrainer, *args: Any, **kw: Any) -> Any:
-        rec.trainer = self
         t0 = time.perf_counter()
         try:
             return orig_eval(self, *args, **kw)
         finally:
-            rec.in_fleet_s += time.perf_counter() - t0
-            rec.evals.append((args, kw))
+            with lock:
+                rec.trainer = self
+                rec.in_fleet_s += time.perf_counter() - t0
+                rec.evals.append((args, kw))
 
     LocalTrainer.train, LocalTrainer.evaluate = train, evaluate  # type: ignore[method-assign]
     return orig_train, orig_eval

@@ -265,6 +265,9 @@ class RoundJobs(RoundScoring):
         log.info("round %s/%s: RSU %s says %s (exit in %.1f s)", job.task, job.round, rsu, cmd.action, cmd.exit_in_s,
                  extra={"task": job.task, "round": job.round})
         if cmd.action == "abandon":
+            discard = getattr(self.learner_for(job.task), "discard", None)
+            if discard is not None:  # the fleet's pool: the round's training is no longer wanted
+                discard()
             self._charge_abandoned(job)
             job.state = "done"
             job.token = -1

@@ -106,6 +106,10 @@ class PooledLearner:
         return self.learner.train(rank=rank, alpha=alpha, init=init, head=head, steps=steps, meter=meter,
                                   should_stop=should_stop, seed=seed)
 
+    def discard(self) -> None:
+        """The round was abandoned: its pooled training is not wanted."""
+        self._drop()
+
     def _drop(self) -> None:
         if self._pending is not None:
             self._pending.future.cancel()  # still queued: never runs; already running: its result is ignored

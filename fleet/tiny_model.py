@@ -35,8 +35,12 @@ def make_tiny_bert(path: Path, seed: int = 0) -> Path:
         vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=128, pad_token_id=0,
     )
-    torch.manual_seed(seed)
-    BertModel(config).save_pretrained(path)
+    from edge_agent.model import GLOBAL_RNG_LOCK
+
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):  # a training thread may be drawing from it
+        torch.manual_seed(seed)
+        model = BertModel(config)
+    model.save_pretrained(path)
     # transformers 5 takes the vocabulary as a dict: `vocab_file=` is silently ignored and every token maps to [UNK].
     BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True).save_pretrained(path)
     return path

@@ -120,10 +120,16 @@ class World:
     tau_ref_s: float = 60.0
     budgets: object = None  # the RoundBudget hook: what each opened round was sized at
     pool: TrainPool | None = None  # worker threads training the vehicles' rounds (cfg.workers > 1)
+    threads_before: int | None = None  # torch's thread count before the run set its own
 
     def close(self) -> None:
+        """Stop the pool (waiting for work already running) and give torch its thread count back."""
         if self.pool is not None:
             self.pool.close()
+        if self.threads_before is not None:
+            import torch
+
+            torch.set_num_threads(self.threads_before)
 
 
 def resolve_model_dir(cfg: FleetConfig, cache: Path) -> Path | None:
@@ -175,6 +181,7 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
 
     pooled = cfg.workers > 1 and cfg.learner == "real"
     threads = cfg.threads or (1 if pooled else None)  # one torch thread per worker: results independent of the pool
+    threads_before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -316,7 +323,8 @@ def build_world(cfg: FleetConfig, out_dir: Path) -> World:
     log.info("fleet: %d vehicles, %d RSUs, tasks %s, policy %s, reference task budget %.1f J, tau_ref %.2f s "
              "(modelled)", len(vehicles), len(rsus), [t.name for t in cfg.tasks], cfg.policy, round_budget, tau_ref)
     return World(cfg, clock, broker, driver, cloud, rsus, vehicles, trainer, datasets, specs, tests, devices,
-                 trajectories, sites, layers, tap, round_budget, homo_rank, tau_ref, budget_hook, pool)
+                 trajectories, sites, layers, tap, round_budget, homo_rank, tau_ref, budget_hook, pool,
+                 threads_before)
 
 
 def majority_baseline(spec: TaskSpec, examples: list) -> float:

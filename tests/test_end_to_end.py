@@ -108,7 +108,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     probe.subscribe("fedrank/v1/#", tap)
     world.driver.start()
     finished = world.driver.run_until(lambda: done(world), max_time=2000.0)
-    return {"world": world, "seen": seen, "finished": finished}
+    yield {"world": world, "seen": seen, "finished": finished}
+    world.close()
 
 
 def records(run: dict, task: str) -> list:

@@ -122,9 +122,10 @@ def test_workers_train_on_their_own_base_and_match_a_single_thread(tmp_path: Pat
         assert a.loss == b.loss and a.local_accuracy == b.local_accuracy
         for name in a.layers:
             assert torch.equal(a.layers[name].A, b.layers[name].A) and torch.equal(a.layers[name].B, b.layers[name].B)
-    # the workers loaded their own replicas: the main thread's base was never shared with them
-    bases = {id(BaseModelCache.get(model_dir, r)[0]) for r in (0, 1, 2)}
-    assert len(bases) == 3
+    # both workers ran, each on a replica of its own: the main thread's base was never shared with them
+    path = model_dir.resolve()
+    assert {(path, r) for r in (0, 1, 2)} <= set(BaseModelCache._entries)
+    assert len({id(BaseModelCache._entries[(path, r)][0]) for r in (0, 1, 2)}) == 3
 
 
 def test_a_pooled_fleet_writes_the_same_metrics_as_one_thread(tmp_path: Path) -> None:
@@ -137,3 +138,13 @@ def test_a_pooled_fleet_writes_the_same_metrics_as_one_thread(tmp_path: Path) ->
 def test_workers_must_be_positive() -> None:
     with pytest.raises(ValueError, match="workers"):
         TrainPool(lambda r: None, workers=0)  # type: ignore[arg-type, return-value]
+
+
+def test_an_abandoned_round_discards_its_pooled_work() -> None:
+    pool, inner = FakePool(), FakeLearner()
+    learner = PooledLearner(inner, pool)  # type: ignore[arg-type]
+    learner.prefetch(init=None, head=None, **ARGS)
+    learner.discard()
+    assert pool.discarded == 1 and pool.futures[0].cancelled()
+    learner.discard()  # nothing pending: nothing to count
+    assert pool.discarded == 1
