@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                               "comparison per preset and channels.md, instead of the plain compare")
             p.add_argument("--regret", action="store_true",
                            help="also run every fixed rank and report UCB-DUAL's regret against the best")
+            p.add_argument("--jobs", type=_positive, default=1,
+                           help="runs at once, each in its own process on one torch thread (same figures as 1); "
+                                "about one per free core")
     p = sub.add_parser("report", help="rebuild a run's plots and report.md from its metrics.jsonl")
     p.add_argument("dir", type=Path, help="a `fleet run` output directory")
 
@@ -68,6 +71,16 @@ def _config(args: argparse.Namespace):
             if getattr(args, key, None) is not None:
                 over[key] = getattr(args, key)
     return FleetConfig.quick(**over) if args.quick else FleetConfig(**over)
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
 
 
 def _seeds(text: str) -> list[int]:
@@ -137,7 +150,7 @@ def _act(args: argparse.Namespace, cfg: FleetConfig, console: Console) -> int:
         channels(cfg, args.out, args.channels.split(","), policies, console, seeds=seeds)
         console.print(f"wrote {args.out}/channels.md and one comparison per preset")
         return 0
-    compare(cfg, args.out, policies, ablations=not args.no_ablations, console=console, seeds=seeds)
+    compare(cfg, args.out, policies, ablations=not args.no_ablations, console=console, seeds=seeds, jobs=args.jobs)
     if args.regret:
         r = regret(cfg, args.out / "regret", console)
         console.print(f"regret against the best fixed rank ({r['best_fixed_rank']}): {r['regret']:.3f} ({r['note']})")

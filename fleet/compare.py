@@ -28,9 +28,13 @@ ABLATIONS = {
 
 
 def compare(base: FleetConfig, out: Path, policies: list[str] | None = None, ablations: bool = True,
-            console: Console | None = None, seeds: Sequence[int] | None = None) -> dict[str, dict[str, Any]]:
+            console: Console | None = None, seeds: Sequence[int] | None = None, jobs: int = 1,
+            ) -> dict[str, dict[str, Any]]:
     """Run each policy (and the ablations) from the same base config once per seed; write compare.json/.md and
-    plots. Each policy's figures are means over the seeds with 95 % CIs (`ci95`); runs go to out/NAME/seed-S."""
+    plots. Each policy's figures are means over the seeds with 95 % CIs (`ci95`); runs go to out/NAME/seed-S.
+
+    `jobs` > 1 runs that many runs at once, each in its own process on one torch thread (`parallel_runs`).
+    """
     out.mkdir(parents=True, exist_ok=True)
     seeds = list(seeds) if seeds else [base.seed]
     if len(set(seeds)) != len(seeds):
@@ -40,6 +44,11 @@ def compare(base: FleetConfig, out: Path, policies: list[str] | None = None, abl
         for name, change in ABLATIONS.items():
             runs[name] = base.model_copy(update={"policy": "ucb-dual", **change})
     results: dict[str, dict[str, Any]] = {}
+    if jobs > 1:
+        done = parallel_runs({(name, seed): cfg.model_copy(update={"seed": seed})
+                              for name, cfg in runs.items() for seed in seeds}, out, jobs, console)
+        results = {name: over_seeds({seed: done[(name, seed)] for seed in seeds}) for name in runs}
+        return _write_compare(results, base, out)
     progress = RunProgress(console)  # one bar per policy: rounds closed / total, elapsed, ETA
     for name, cfg in runs.items():
         per_seed: dict[int, dict[str, Any]] = {}
@@ -51,10 +60,52 @@ def compare(base: FleetConfig, out: Path, policies: list[str] | None = None, abl
             per_seed[seed] = {k: summary.get(k) for k in (*COMPARE_KEYS, "test_examples")}
         results[name] = over_seeds(per_seed)
     progress.stop()
+    return _write_compare(results, base, out)
+
+
+def _write_compare(results: dict[str, dict[str, Any]], base: FleetConfig, out: Path) -> dict[str, dict[str, Any]]:
     (out / "compare.json").write_text(json.dumps(results, indent=2, sort_keys=True))
     (out / "compare.md").write_text(markdown_table(results, base))
     plot_compare(results, out, surrogate=base.learner == "surrogate")
     return results
+
+
+def parallel_runs(runs: dict[tuple[str, int], FleetConfig], out: Path, jobs: int, console: Console | None
+                  ) -> dict[tuple[str, int], dict[str, Any]]:
+    """Each (name, seed) run in a process of its own, `jobs` at a time: a comparison's runs are independent, while
+    one run's rounds mostly follow each other on the simulated clock (its own pool has little to overlap).
+
+    Each process trains on one torch thread with no pool (`workers` 1, `threads` 1 unless set), which gives the
+    same figures as a serial comparison's pooled runs; it logs to its run directory's fleet.log.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch threads or locks forked mid-use
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures = {}
+        for (name, seed), cfg in runs.items():
+            one = cfg.model_copy(update={"workers": 1, "threads": cfg.threads or 1})
+            futures[pool.submit(_run_in_process, one.model_dump_json(), str(out / name / f"seed-{seed}"))] = (
+                name, seed)
+        for k, fut in enumerate(as_completed(futures), 1):
+            name, seed = futures[fut]
+            results[(name, seed)] = fut.result()  # a failed run fails the comparison, with its own traceback
+            if console is not None:
+                acc = results[(name, seed)].get("avg_accuracy")
+                console.print(f"[{k}/{len(futures)}] {name} · seed {seed} done: avg accuracy "
+                              f"{_f(acc, '.3f')} ({results[(name, seed)]['sources']['accuracy']})", highlight=False)
+    return results
+
+
+def _run_in_process(cfg_json: str, out: str) -> dict[str, Any]:
+    from fleet.terminal import log_to_file, quiet_third_party
+
+    quiet_third_party()
+    log_to_file(Path(out) / "fleet.log", "INFO")
+    summary = run_fleet(FleetConfig.model_validate_json(cfg_json), Path(out))
+    return {k: summary.get(k) for k in (*COMPARE_KEYS, "test_examples")}
 
 
 def _f(x: float, fmt: str) -> str:

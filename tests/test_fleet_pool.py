@@ -148,3 +148,26 @@ def test_an_abandoned_round_discards_its_pooled_work() -> None:
     assert pool.discarded == 1 and pool.futures[0].cancelled()
     learner.discard()  # nothing pending: nothing to count
     assert pool.discarded == 1
+
+
+def test_a_parallel_comparison_gives_the_serial_figures(tmp_path: Path) -> None:
+    from fleet.compare import compare
+
+    kw = dict(policies=["ucb-dual", "homolora"], ablations=False, seeds=[0, 1])
+    serial = compare(small(rounds=1), tmp_path / "serial", **kw)
+    parallel = compare(small(rounds=1), tmp_path / "parallel", jobs=2, **kw)
+    assert serial == parallel
+    assert (tmp_path / "parallel" / "compare.md").read_text() == (tmp_path / "serial" / "compare.md").read_text()
+    for name in ("ucb-dual", "homolora"):  # each run logged to its own directory
+        assert (tmp_path / "parallel" / name / "seed-1" / "fleet.log").stat().st_size > 0
+
+
+@pytest.mark.parametrize("text", ["0", "-2", "two"])
+def test_jobs_must_be_a_positive_integer(text: str) -> None:
+    import argparse
+
+    from fleet.cli import _positive
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        _positive(text)
+    assert _positive("3") == 3
