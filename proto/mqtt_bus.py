@@ -33,8 +33,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from proto.bus import AuthRejected, Bus, BusError, Delivery, Handler, Unsubscribe, Will
-from proto.memory_bus import SubscriptionTable, check_topic
 from proto.mqtt_options import MqttOptions
+from proto.subscriptions import SubscriptionTable, check_topic
 from proto.topics import valid_filter
 
 log = logging.getLogger(__name__)
