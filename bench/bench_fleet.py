@@ -56,27 +56,20 @@ def _record(rec: Recorded) -> tuple[Any, Any]:
 
     lock = threading.Lock()  # the fleet calls these from its pool's worker threads
 
-    def train(self: LocalTrainer, *args: Any, **kw: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return orig_train(self, *args, **kw)
-        finally:
-            with lock:
-                rec.trainer = self
-                rec.in_fleet_s += time.perf_counter() - t0
-                rec.trains.append((args, {k: v for k, v in kw.items() if k not in ("meter", "should_stop")}))
+    def recording(orig: Any, calls: list[tuple[tuple, dict]]) -> Any:
+        def call(self: LocalTrainer, *args: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return orig(self, *args, **kw)
+            finally:
+                with lock:
+                    rec.trainer = self
+                    rec.in_fleet_s += time.perf_counter() - t0
+                    calls.append((args, {k: v for k, v in kw.items() if k not in ("meter", "should_stop")}))
+        return call
 
-    def evaluate(self: LocalTrainer, *args: Any, **kw: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return orig_eval(self, *args, **kw)
-        finally:
-            with lock:
-                rec.trainer = self
-                rec.in_fleet_s += time.perf_counter() - t0
-                rec.evals.append((args, kw))
-
-    LocalTrainer.train, LocalTrainer.evaluate = train, evaluate  # type: ignore[method-assign]
+    LocalTrainer.train = recording(orig_train, rec.trains)  # type: ignore[method-assign]
+    LocalTrainer.evaluate = recording(orig_eval, rec.evals)  # type: ignore[method-assign]
     return orig_train, orig_eval
 
 

@@ -57,7 +57,7 @@ def compare(base: FleetConfig, out: Path, policies: list[str] | None = None, abl
                 console.rule(f"[bold]{name} · seed {seed}")
             summary = run_fleet(cfg.model_copy(update={"seed": seed}), out / name / f"seed-{seed}", console,
                                 progress=progress, name=f"{name} · seed {seed}")
-            per_seed[seed] = {k: summary.get(k) for k in (*COMPARE_KEYS, "test_examples")}
+            per_seed[seed] = compared_fields(summary)
         results[name] = over_seeds(per_seed)
     progress.stop()
     return _write_compare(results, base, out)
@@ -104,7 +104,11 @@ def _run_in_process(cfg_json: str, out: str) -> dict[str, Any]:
 
     quiet_third_party()
     log_to_file(Path(out) / "fleet.log", "INFO")
-    summary = run_fleet(FleetConfig.model_validate_json(cfg_json), Path(out))
+    return compared_fields(run_fleet(FleetConfig.model_validate_json(cfg_json), Path(out)))
+
+
+def compared_fields(summary: dict[str, Any]) -> dict[str, Any]:
+    """What a comparison keeps of one run's summary."""
     return {k: summary.get(k) for k in (*COMPARE_KEYS, "test_examples")}
 
 

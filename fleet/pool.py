@@ -95,14 +95,13 @@ class PooledLearner:
 
     def train(self, *, rank: int, alpha: float, init: Any, head: Any, steps: int, meter: Any,
               should_stop: Callable[[], bool] | None, seed: int) -> TrainResult:
-        pending, self._pending = self._pending, None
+        pending = self._pending
         wanted = {"rank": rank, "alpha": alpha, "init": init, "head": head, "steps": steps, "seed": seed}
         if (pending is not None and should_stop is None and isinstance(meter, NoMeter)
                 and _same_call(pending.kwargs, wanted)):
+            self._pending = None
             return pending.future.result()  # a training error is raised here, as a direct call would raise it
-        if pending is not None:
-            self._pending = pending
-            self._drop()
+        self._drop()
         return self.learner.train(rank=rank, alpha=alpha, init=init, head=head, steps=steps, meter=meter,
                                   should_stop=should_stop, seed=seed)
 
